@@ -1,0 +1,176 @@
+"""Command line: ``distvmc run``, ``distvmc evaluate``, ``distvmc config``.
+
+Configs are validated before TensorFlow is imported, so a bad key costs a
+fraction of a second and prints one line (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from distvmc import __version__
+from distvmc import config as config_mod
+from distvmc.config import ConfigError
+
+EXIT_CONFIG = 2
+EXIT_FAILURE = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distvmc", description="Variational Monte Carlo with "
+                                "neural-network wavefunctions.")
+    p.add_argument("--version", action="version", version=f"distvmc {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="optimize a wavefunction and evaluate it")
+    r.add_argument("config", nargs="?", help="YAML config (default: the bundled hydrogen job)")
+    r.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sampler.walkers=2048")
+    r.add_argument("--out", help="run directory (default runs/<name>-<timestamp>)")
+
+    e = sub.add_parser("evaluate", help="sample a finished run's wavefunction; write observables.json")
+    e.add_argument("run_dir")
+    e.add_argument("--samples", type=int, help="samples per rank (default: evaluation.samples)")
+    e.add_argument("--seed", type=int, help="seed for the evaluation stream (default: the run's)")
+
+    c = sub.add_parser("config", help="print the resolved config (validates it)")
+    c.add_argument("config", nargs="?")
+    c.add_argument("overrides", nargs="*")
+    return p
+
+
+def _split_config_arg(args):
+    """``distvmc run key=value`` (no file) puts the first override in ``config``."""
+    if args.config is not None and "=" in args.config and not os.path.exists(args.config):
+        args.overrides = [args.config] + list(args.overrides)
+        args.config = None
+    return args
+
+
+def _quiet_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def cmd_run(args) -> int:
+    cfg = config_mod.load(args.config, args.overrides)
+    if args.out is not None:
+        cfg = config_mod.validate(config_mod.apply_overrides(cfg.to_dict(), [f"output.dir={args.out}"]))
+    config_dir = os.path.dirname(os.path.abspath(args.config)) if args.config else None
+    _quiet_tensorflow()
+    from distvmc import io
+    from distvmc.comm import make_communicator
+    from distvmc.driver import VMC
+
+    comm = make_communicator(cfg.distributed.backend)
+    run_dir = io.make_run_dir(cfg.output.dir, cfg.name) if comm.is_root else None
+    vmc = VMC(cfg, comm, config_dir)
+    log = vmc.log
+    t0 = time.perf_counter()
+    log(f"distvmc {__version__}: {cfg.name}: {vmc.system.particles} particle(s) in "
+        f"{vmc.system.dim}D, {vmc.wf.n_parameters} parameters, "
+        f"{vmc.global_walkers} walkers on {comm.size} rank(s) ({comm.name}), "
+        f"optimizer {cfg.optimizer.type}; run directory {run_dir}")
+    history = io.History(run_dir) if comm.is_root else None
+    if comm.is_root:
+        io.write_config(run_dir, cfg.to_dict())
+    vmc.train(on_iteration=history.append if history else None)
+    train_s = time.perf_counter() - t0
+    log(f"evaluating with {cfg.evaluation.samples * comm.size} fresh samples ...")
+    result = vmc.evaluate()
+    wall = time.perf_counter() - t0
+    n_samples_train = (cfg.sampler.walkers * cfg.sampler.samples_per_walker * comm.size
+                       * cfg.optimizer.iterations)
+    summary = {
+        "name": cfg.name,
+        "energy": result["energy"], "energy_err": result["energy_err"],
+        "variance": result["variance"], "tau": result["tau"], "rhat": result["rhat"],
+        "acceptance": result["acceptance"],
+        "reference_energy": cfg.reference_energy,
+        "iterations": vmc.iteration,
+        "parameters": vmc.wf.n_parameters,
+        "ranks": comm.size, "backend": comm.name,
+        "walkers_per_rank": cfg.sampler.walkers, "walkers_global": vmc.global_walkers,
+        "eval_samples": result["samples"],
+        "train_s": train_s, "eval_s": result["wall_s"], "wall_s": wall,
+        "samples_per_s": n_samples_train / train_s if train_s > 0 else float("nan"),
+        "observables": result["observables"],
+        "version": __version__,
+    }
+    if comm.is_root:
+        io.save_parameters(os.path.join(run_dir, "params.h5"), vmc.wf)
+        io.write_json(os.path.join(run_dir, "summary.json"), summary)
+        io.write_json(os.path.join(run_dir, "observables.json"), _observables(result))
+    ref = cfg.reference_energy
+    diff = f" (reference {ref}, difference {result['energy'] - ref:+.2e})" if ref is not None else ""
+    log(f"E = {result['energy']:.7f} ± {result['energy_err']:.7f}{diff}; "
+        f"variance {result['variance']:.3e}; wall {wall:.1f} s; results in {run_dir}")
+    return 0
+
+
+def _observables(result: dict) -> dict:
+    return {"energy": {k: result[k] for k in ("energy", "energy_err", "variance", "tau", "rhat")},
+            **result["observables"], "radial_density": result["radial_density"],
+            "samples": result["samples"]}
+
+
+def cmd_evaluate(args) -> int:
+    from distvmc import io
+
+    cfg_path = os.path.join(args.run_dir, "config.yaml")
+    if not os.path.isdir(args.run_dir):
+        raise ConfigError(f"run directory {args.run_dir!r} not found")
+    if not os.path.exists(cfg_path):
+        raise ConfigError(f"{cfg_path!r} not found: not a distvmc run directory")
+    overrides = [f"seed={args.seed}"] if args.seed is not None else []
+    cfg = config_mod.load(cfg_path, overrides)
+    if args.samples is not None and args.samples < 1:
+        raise ConfigError(f"--samples = {args.samples}: must be an integer >= 1")
+    params = os.path.join(args.run_dir, "params.h5")
+    if not os.path.exists(params):
+        raise ConfigError(f"{params!r} not found: the run did not finish")
+    _quiet_tensorflow()
+    from distvmc.comm import make_communicator
+    from distvmc.driver import VMC
+
+    comm = make_communicator(cfg.distributed.backend)
+    vmc = VMC(cfg, comm, args.run_dir)
+    io.load_parameters(params, vmc.wf)
+    vmc.sampler.refresh()
+    result = vmc.evaluate(samples=args.samples)
+    if comm.is_root:
+        io.write_json(os.path.join(args.run_dir, "observables.json"), _observables(result))
+    o = result["observables"]
+    vmc.log(f"E = {result['energy']:.7f} ± {result['energy_err']:.7f}  "
+            f"<r> = {o['r']['mean']:.5f} ± {o['r']['error']:.5f}  "
+            f"<r^2> = {o['r2']['mean']:.5f} ± {o['r2']['error']:.5f}  "
+            f"<1/r> = {o['inv_r']['mean']:.5f} ± {o['inv_r']['error']:.5f}; "
+            f"wrote {os.path.join(args.run_dir, 'observables.json')}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    import yaml
+
+    cfg = config_mod.load(args.config, args.overrides)
+    sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if hasattr(args, "config"):
+        args = _split_config_arg(args)
+    try:
+        return {"run": cmd_run, "evaluate": cmd_evaluate, "config": cmd_config}[args.command](args)
+    except ConfigError as e:
+        print(f"distvmc: error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("distvmc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""The communicator interface."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Communicator:
+    """Collective operations over ranks. All arrays are NumPy float64."""
+
+    name = "base"
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def allreduce(self, x: np.ndarray) -> np.ndarray:
+        """Elementwise sum of ``x`` over ranks (same shape on every rank)."""
+        raise NotImplementedError
+
+    def allreduce_many(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Sum several arrays over ranks in as few collectives as practical."""
+        if self.size == 1:
+            return [np.asarray(a, dtype=np.float64) for a in arrays]
+        shapes = [np.shape(a) for a in arrays]
+        flat = self.allreduce(np.concatenate([np.ravel(a).astype(np.float64) for a in arrays]))
+        out, k = [], 0
+        for shp in shapes:
+            n = int(np.prod(shp))
+            out.append(flat[k:k + n].reshape(shp))
+            k += n
+        return out
+
+    def bcast(self, x: np.ndarray) -> np.ndarray:
+        """Rank 0's ``x`` on every rank (same shape and dtype on every rank)."""
+        raise NotImplementedError
+
+    def bcast_object(self, obj):
+        """Rank 0's picklable object on every rank."""
+        raise NotImplementedError
+
+    def barrier(self) -> None:
+        raise NotImplementedError
+
+    def abort(self, code: int = 1) -> None:
+        """End every rank of the job now."""
+        raise NotImplementedError

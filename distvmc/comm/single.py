@@ -1,0 +1,31 @@
+"""One process, no launcher: collectives are identities. Imports no MPI."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from distvmc.comm.base import Communicator
+
+
+class SingleProcess(Communicator):
+    name = "single"
+    rank = 0
+    size = 1
+    local_rank = 0
+
+    def allreduce(self, x):
+        return np.asarray(x, dtype=np.float64)
+
+    def bcast(self, x):
+        return x
+
+    def bcast_object(self, obj):
+        return obj
+
+    def barrier(self):
+        pass
+
+    def abort(self, code: int = 1):
+        os._exit(code)

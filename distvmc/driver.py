@@ -1,0 +1,211 @@
+"""The VMC driver: sample, measure, optimize, repeat; then evaluate.
+
+One iteration on every rank:
+
+1. Metropolis: ``samples_per_walker`` measurements per walker, each after
+   ``sweeps_per_sample`` sweeps (compiled, :mod:`distvmc.sampler`).
+2. Local energies with the exact Laplacian (:mod:`distvmc.hamiltonian`).
+3. Statistics from sums added over ranks (:mod:`distvmc.stats`). Non-finite
+   local energies are counted and the step is not applied.
+4. Optimizer step: SR or Adam (:mod:`distvmc.optimizers`); every rank applies
+   the same update; the sampler's cached log|psi|^2 is refreshed.
+
+The final energy comes from :meth:`VMC.evaluate`: fresh samples from an
+independent random stream with frozen parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from distvmc import observables, stats
+from distvmc.comm import Communicator, SingleProcess
+from distvmc.config import Section
+from distvmc.hamiltonian import LocalEnergy
+from distvmc.optimizers import learning_rate, make_optimizer
+from distvmc.sampler import MetropolisSampler, stream_key
+from distvmc.systems import build_system
+from distvmc.wavefunctions import build_wavefunction
+
+MAX_BAD_ITERATIONS = 10  # consecutive iterations with non-finite energies before giving up
+
+
+class NonFiniteEnergyError(RuntimeError):
+    pass
+
+
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+class VMC:
+    """All state of one variational Monte Carlo run on one rank.
+
+    Attributes:
+      system, wf (wavefunction), sampler, optimizer: the physics objects.
+      iteration: optimization iterations done.
+      history: list of per-iteration records (dicts).
+    """
+
+    def __init__(self, cfg: Section, comm: Communicator | None = None,
+                 config_dir: str | None = None, log=print):
+        self.cfg = cfg
+        self.comm = comm or SingleProcess()
+        self.log = log if self.comm.is_root else (lambda *a, **k: None)
+        self.dtype = tf.float64 if cfg.precision == "float64" else tf.float32
+        self.system = build_system(cfg, config_dir)
+        self.wf = build_wavefunction(cfg, self.system, cfg.seed)
+        h = cfg.hamiltonian
+        self.local_energy = LocalEnergy(self.wf, self.system, h.laplacian, h.chunk_size, self.dtype)
+        self._check_potential()
+        s = cfg.sampler
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, self.comm.rank, 1]))
+        x0 = self.system.initial_walkers(rng, s.walkers, s.init_width)
+        self.sampler = MetropolisSampler(self.wf.log_abs, x0, s.step,
+                                         stream_key(cfg.seed, self.comm.rank), self.comm,
+                                         s.target_acceptance, self.dtype)
+        self.optimizer = make_optimizer(cfg.optimizer, self.wf, self.comm, h.chunk_size)
+        self.iteration = 0
+        self.thermalized = False
+        self.history: list[dict] = []
+        self._bad = 0
+
+    def _check_potential(self):
+        """Fail early, in one line, if the potential returns the wrong shape."""
+        x = tf.constant(np.random.default_rng(0).standard_normal(
+            (3, self.system.particles, self.system.dim)) + 0.1, dtype=self.dtype)
+        v = self.system.potential(x)
+        if tuple(v.shape) != (3,):
+            raise ValueError(f"potential returned shape {tuple(v.shape)} for 3 walkers; "
+                             "it must return one energy per walker, shape (walkers,)")
+
+    # ------------------------------------------------------------------
+    @property
+    def global_walkers(self) -> int:
+        return self.cfg.sampler.walkers * self.comm.size
+
+    def thermalize(self) -> float:
+        s = self.cfg.sampler
+        acc = self.sampler.thermalize(s.thermalization, adapt=s.adapt != "never")
+        self.thermalized = True
+        return acc
+
+    def step(self) -> dict:
+        """One optimization iteration; returns its history record."""
+        if not self.thermalized:
+            self.thermalize()
+        t0 = time.perf_counter()
+        s, o = self.cfg.sampler, self.cfg.optimizer
+        xs, acc = self.sampler.sample(s.samples_per_walker, s.sweeps_per_sample)
+        if s.adapt == "always":
+            self.sampler.adapt(acc)
+        m, w = xs.shape[:2]
+        x = xs.reshape((m * w,) + xs.shape[2:])
+        e = self.local_energy(x)
+        st = stats.summarize(e.reshape(m, w), self.comm)
+        lr = learning_rate(o, self.iteration)
+        rec = {"iteration": self.iteration, "energy": st.mean, "energy_err": st.error,
+               "variance": st.variance, "tau": st.tau, "acceptance": acc,
+               "step": float(self.sampler.step.numpy()), "lr": lr, "nonfinite": st.nonfinite}
+        if st.nonfinite > 0:
+            self._bad += 1
+            rec["solve"] = "skipped"
+            self.log(f"warning: iteration {self.iteration}: {st.nonfinite} non-finite local "
+                     f"energies; update not applied")
+            if self._bad >= MAX_BAD_ITERATIONS:
+                raise NonFiniteEnergyError(
+                    f"{self._bad} consecutive iterations with non-finite local energies "
+                    f"(last: {st.nonfinite} of {st.n + st.nonfinite}); try a smaller "
+                    "optimizer.lr or a larger optimizer.shift")
+        else:
+            self._bad = 0
+            info = self.optimizer.step(x, e, lr)
+            self.sampler.refresh()
+            rec["update_norm"] = info.get("update_norm", float("nan"))
+            rec["solve"] = info.get("skipped") or info["solve"] or info["solver"]
+            if info.get("solve", "").startswith(("cholesky(", "eigh")):
+                self.log(f"note: iteration {self.iteration}: SR solve fell back to {info['solve']}")
+        self.iteration += 1
+        rec["seconds"] = time.perf_counter() - t0
+        self.history.append(rec)
+        return rec
+
+    def train(self, iterations: int | None = None, on_iteration=None) -> None:
+        """Run ``iterations`` optimization steps (default: the config's), printing progress."""
+        n = self.cfg.optimizer.iterations if iterations is None else iterations
+        every = self.cfg.output.log_every
+        t_start = time.perf_counter()
+        first = self.iteration
+        target = first + n
+        if not self.thermalized:
+            acc = self.thermalize()
+            self.log(f"thermalized {self.cfg.sampler.thermalization} sweeps: acceptance "
+                     f"{acc:.3f}, step {float(self.sampler.step.numpy()):.4g}")
+        while self.iteration < target:
+            rec = self.step()
+            if on_iteration is not None:
+                on_iteration(rec)
+            done = self.iteration - first
+            if done % every == 0 or self.iteration == target or done == 1:
+                elapsed = time.perf_counter() - t_start
+                eta = elapsed / done * (target - self.iteration)
+                self.log(f"[{self.iteration:>{len(str(target))}}/{target}] "
+                         f"E = {rec['energy']:.6f} ± {rec['energy_err']:.6f}  "
+                         f"var {rec['variance']:.3e}  acc {rec['acceptance']:.3f}  "
+                         f"{rec['seconds']:.3f} s/it  ETA {_fmt_time(eta)}")
+                sys.stdout.flush()
+
+    def evaluate(self, samples: int | None = None, sweeps: int | None = None,
+                 thermalization: int | None = None) -> dict:
+        """Energy and observables from fresh samples with frozen parameters.
+
+        ``samples`` is per rank; the walkers continue from the training sampler
+        but draw from an independent random stream.
+        """
+        ev = self.cfg.evaluation
+        samples = ev.samples if samples is None else samples
+        sweeps = ev.sweeps_per_sample if sweeps is None else sweeps
+        therm = ev.thermalization if thermalization is None else thermalization
+        w = self.sampler.walkers
+        m = max(1, -(-samples // w))
+        sampler = MetropolisSampler(self.wf.log_abs, self.sampler.x.numpy(),
+                                    float(self.sampler.step.numpy()),
+                                    stream_key(self.cfg.seed, self.comm.rank, 2), self.comm,
+                                    self.cfg.sampler.target_acceptance, self.dtype,
+                                    name="eval_sampler")
+        t0 = time.perf_counter()
+        sampler.thermalize(therm, adapt=self.cfg.sampler.adapt != "never")
+        # Measure in pieces so memory stays bounded for large sample counts.
+        per_block = max(1, min(m, (1 << 22) // max(w * self.system.particles * self.system.dim, 1)))
+        es, xs_all, accs = [], [], []
+        done = 0
+        while done < m:
+            k = min(per_block, m - done)
+            xs, acc = sampler.sample(k, sweeps)
+            es.append(self.local_energy(xs.reshape((k * w,) + xs.shape[2:])).reshape(k, w))
+            xs_all.append(xs)
+            accs.append(acc * k)
+            done += k
+        e = np.concatenate(es)
+        xs = np.concatenate(xs_all)
+        st = stats.summarize(e, self.comm)
+        wall = time.perf_counter() - t0
+        out = {
+            "energy": st.mean, "energy_err": st.error, "variance": st.variance,
+            "tau": st.tau, "rhat": st.rhat, "samples": st.n, "nonfinite": st.nonfinite,
+            "acceptance": float(sum(accs) / m), "step": float(sampler.step.numpy()),
+            "wall_s": wall,
+        }
+        out["observables"] = observables.radial_moments(xs, self.comm)
+        out["radial_density"] = observables.radial_density(xs, ev.bins, ev.r_max, self.comm)
+        return out
