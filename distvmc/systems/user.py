@@ -27,7 +27,7 @@ def load(spec: str, params: dict, path: str | None):
     if not callable(fn):
         raise ConfigError(f"potential.function = {spec!r}: module {module_name!r} has no "
                           f"function {fn_name!r}")
-    params = dict(params)
+    params = params.to_dict() if hasattr(params, "to_dict") else dict(params)
 
     def v(x):
         return fn(x, **params)
