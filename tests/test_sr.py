@@ -1,0 +1,92 @@
+"""Stochastic reconfiguration: the solve, its fallbacks and the log-derivatives."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from distvmc import config
+from distvmc.comm import SingleProcess
+from distvmc.optimizers.jacobian import LogDerivatives
+from distvmc.optimizers.sr import SR, solve_shifted
+from distvmc.systems import build_system
+from distvmc.wavefunctions import build_wavefunction
+
+
+def small_problem(overrides=(), seed=0):
+    cfg = config.load(None, ["wavefunction.factors.0.hidden=[5, 4]", *overrides])
+    system = build_system(cfg)
+    wf = build_wavefunction(cfg, system, seed=seed)
+    return cfg, system, wf
+
+
+def test_log_derivatives_match_finite_differences(rng):
+    _, _, wf = small_problem()
+    x = rng.standard_normal((7, 1, 3))
+    o = LogDerivatives(wf)(x)
+    theta = wf.get_flat()
+    assert o.shape == (7, theta.size)
+    h = 1e-6
+    fd = np.zeros_like(o)
+    for k in range(theta.size):
+        t = theta.copy()
+        t[k] += h
+        wf.set_flat(t)
+        up = wf.log_abs(tf.constant(x)).numpy()
+        t[k] -= 2 * h
+        wf.set_flat(t)
+        down = wf.log_abs(tf.constant(x)).numpy()
+        fd[:, k] = (up - down) / (2 * h)
+    wf.set_flat(theta)
+    np.testing.assert_allclose(o, fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("solver", ["dense", "samplespace"])
+def test_sr_direction_equals_numpy_reference(solver, rng):
+    cfg, _, wf = small_problem([f"optimizer.solver={solver}", "optimizer.shift=0.01"])
+    x = rng.standard_normal((50, 1, 3))
+    e = rng.standard_normal(50)
+    sr = SR(wf, cfg.optimizer, SingleProcess())
+    delta, info = sr.direction(x, e)
+    assert info["solver"] == solver
+    o = LogDerivatives(wf)(x)
+    oc = o - o.mean(0)
+    ec = e - e.mean()
+    s = oc.T @ oc / 50
+    f = oc.T @ ec / 50
+    ref = np.linalg.solve(s + 0.01 * np.eye(len(f)), f)
+    np.testing.assert_allclose(delta, ref, rtol=1e-8, atol=1e-10)
+
+
+def test_sr_step_lowers_the_energy_along_the_gradient(rng):
+    cfg, _, wf = small_problem()
+    x = rng.standard_normal((64, 1, 3))
+    e = rng.standard_normal(64)
+    sr = SR(wf, cfg.optimizer, SingleProcess())
+    delta, _ = sr.direction(x, e)
+    o = LogDerivatives(wf)(x)
+    grad = 2 * (o - o.mean(0)).T @ (e - e.mean()) / 64
+    assert grad @ delta > 0  # a descent direction: S + eps is positive definite
+
+
+def test_singular_overlap_falls_back_and_stays_finite():
+    a = np.zeros((4, 4))
+    a[0, 0] = 1.0
+    b = np.array([1.0, 0.0, 0.0, 0.0])
+    x, how = solve_shifted(a, b, 0.0)  # exactly singular, no shift
+    assert how == "eigh-pinv"
+    np.testing.assert_allclose(x, [1.0, 0, 0, 0], atol=1e-12)
+    # Indefinite by round-off: Cholesky fails, the raised shift succeeds.
+    v = np.random.default_rng(0).standard_normal((6, 3))
+    a = v @ v.T - 1e-9 * np.eye(6)
+    x, how = solve_shifted(a, np.ones(6), 1e-10)
+    assert how != "cholesky" and np.all(np.isfinite(x))
+
+
+def test_sr_with_duplicate_parameters_direction_is_finite(rng):
+    # All samples identical: O is constant, S = 0, F = 0 -> delta = 0, never NaN.
+    cfg, _, wf = small_problem(["optimizer.shift=0"])
+    x = np.repeat(rng.standard_normal((1, 1, 3)), 16, axis=0)
+    e = np.full(16, -0.3)
+    delta, info = SR(wf, cfg.optimizer, SingleProcess()).direction(x, e)
+    assert np.all(np.isfinite(delta))
+    np.testing.assert_allclose(delta, 0.0, atol=1e-12)
