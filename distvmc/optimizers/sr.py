@@ -22,6 +22,8 @@ pseudo-inverse is used; the fallback is reported, never a NaN.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import scipy.linalg
 
@@ -60,6 +62,7 @@ class SR:
         self.comm = comm
         self.log_derivatives = LogDerivatives(wavefunction, chunk_size)
         self.solver = cfg.solver
+        self.timings: dict[str, float] = {}  # seconds per phase of the last step
 
     def state(self) -> dict:
         return {}
@@ -85,7 +88,9 @@ class SR:
           dict with n (global sample count), o_mean (P,), e_mean, s (P, P) = <O O^T>
           centred, f (P,) = <O E> centred, and oc, ec (this rank's centred O and E).
         """
+        t0 = time.perf_counter()
         o = self.log_derivatives(x)  # (S, P)
+        self.timings = {"jacobian": time.perf_counter() - t0}
         n_local = o.shape[0]
         first = self.comm.allreduce(np.concatenate([o.sum(axis=0), [e.sum(), float(n_local)]]))
         n = first[-1]
@@ -100,19 +105,25 @@ class SR:
         n, oc, ec = m["n"], m["oc"], m["ec"]
         solver = self._choose_solver(int(n))
         shift = self.cfg.shift
+        t0 = time.perf_counter()
         if solver == "dense":
             s_loc = oc.T @ oc
             f_loc = oc.T @ ec
+            t1 = time.perf_counter()
             s_sum, f_sum = self.comm.allreduce_many([s_loc, f_loc])
+            t2 = time.perf_counter()
             if self.comm.rank == 0:
                 delta, how = solve_shifted(s_sum / n, f_sum / n, shift)
             else:
                 delta, how = np.empty(self.wf.n_parameters), ""
             delta = self.comm.bcast(delta)
+            self.timings.update(overlap=t1 - t0, allreduce=t2 - t1, solve=time.perf_counter() - t2)
         else:  # samplespace, single rank
             t = oc @ oc.T
+            t1 = time.perf_counter()
             y, how = solve_shifted(t, ec, shift * n)
             delta = oc.T @ y
+            self.timings.update(overlap=t1 - t0, solve=time.perf_counter() - t1)
         info = {"solver": solver, "solve": how}
         return delta, info
 
