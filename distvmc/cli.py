@@ -166,10 +166,31 @@ def main(argv=None) -> int:
         return {"run": cmd_run, "evaluate": cmd_evaluate, "config": cmd_config}[args.command](args)
     except ConfigError as e:
         print(f"distvmc: error: {e}", file=sys.stderr)
+        _end_other_ranks(EXIT_CONFIG)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         print("distvmc: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        # On several ranks: "distvmc: rank R failed: Type: message", then end
+        # every rank, so none stays blocked in a collective. One rank: the usual traceback.
+        from distvmc import comm as comm_mod
+
+        c = comm_mod.current()
+        if c is None or c.size == 1:
+            raise
+        comm_mod.fail(e, c, EXIT_FAILURE)
+        return EXIT_FAILURE
+
+
+def _end_other_ranks(code: int) -> None:
+    """After an error on a multi-rank job, end every rank (they may wait for this one)."""
+    from distvmc import comm as comm_mod
+
+    c = comm_mod.current()
+    if c is not None and c.size > 1:
+        c.abort(code)
+
 
 
 if __name__ == "__main__":

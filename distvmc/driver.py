@@ -17,6 +17,7 @@ independent random stream with frozen parameters.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 
@@ -37,6 +38,19 @@ MAX_BAD_ITERATIONS = 10  # consecutive iterations with non-finite energies befor
 
 class NonFiniteEnergyError(RuntimeError):
     pass
+
+
+def _injected_failure(rank: int, iteration: int) -> None:
+    """TEST ONLY: raise on rank DISTVMC_FAIL_RANK at iteration DISTVMC_FAIL_ITERATION.
+
+    Lets the test suite check that one failing rank ends the whole job
+    promptly (tests/test_multirank.py). Unset in normal runs.
+    """
+    fail_rank = os.environ.get("DISTVMC_FAIL_RANK")
+    if fail_rank is not None and int(fail_rank) == rank and \
+            iteration == int(os.environ.get("DISTVMC_FAIL_ITERATION", "0")):
+        raise RuntimeError(f"injected failure (DISTVMC_FAIL_RANK={fail_rank}, "
+                           f"DISTVMC_FAIL_ITERATION={iteration})")
 
 
 def _fmt_time(seconds: float) -> str:
@@ -104,6 +118,7 @@ class VMC:
         """One optimization iteration; returns its history record."""
         if not self.thermalized:
             self.thermalize()
+        _injected_failure(self.comm.rank, self.iteration)
         t0 = time.perf_counter()
         s, o = self.cfg.sampler, self.cfg.optimizer
         xs, acc = self.sampler.sample(s.samples_per_walker, s.sweeps_per_sample)

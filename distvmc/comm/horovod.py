@@ -1,0 +1,95 @@
+"""Horovod communicator (``horovod.tensorflow``).
+
+Launch the ranks with ``mpirun`` (or ``horovodrun`` with an Open MPI 4 /
+Gloo build), e.g.::
+
+    mpirun -np 2 --oversubscribe --allow-run-as-root --bind-to none \\
+        distvmc run CONFIG distributed.backend=horovod
+
+Collectives are Horovod ops on TensorFlow tensors: ``allreduce`` is
+``hvd.allreduce(op=hvd.Sum)`` (NCCL on GPUs, so a ``tf.Tensor`` that lives
+on a GPU is reduced there and returned as a tensor on the device), ``bcast``
+is ``hvd.broadcast`` from rank 0. NumPy inputs come back as NumPy float64
+arrays, as the :class:`~distvmc.comm.base.Communicator` interface promises.
+
+Horovod 0.28.1 (the last release) builds against TensorFlow <= 2.18 only:
+``launch/setup_horovod.sh`` builds and caches it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from distvmc.comm.base import Communicator
+
+
+class HorovodComm(Communicator):
+    """All ranks of ``hvd.init()``."""
+
+    name = "horovod"
+
+    def __init__(self):
+        import horovod.tensorflow as hvd
+        import tensorflow as tf
+
+        hvd.init()
+        self._hvd = hvd
+        self._tf = tf
+        self.rank = hvd.rank()
+        self.size = hvd.size()
+        self.local_rank = hvd.local_rank()
+        self.local_size = hvd.local_size()
+
+    def allreduce(self, x):
+        """Sum over ranks. A ``tf.Tensor`` in gives a ``tf.Tensor`` out (on its
+        device); anything else gives a float64 NumPy array."""
+        tf = self._tf
+        if isinstance(x, tf.Tensor):
+            return self._hvd.allreduce(x, op=self._hvd.Sum, name="distvmc_allreduce")
+        arr = np.ascontiguousarray(x, dtype=np.float64)
+        if self.size == 1:
+            return arr.copy()
+        out = self._hvd.allreduce(tf.constant(arr), op=self._hvd.Sum, name="distvmc_allreduce")
+        return out.numpy().reshape(arr.shape)
+
+    def bcast(self, x):
+        tf = self._tf
+        if isinstance(x, tf.Tensor):
+            return self._hvd.broadcast(x, root_rank=0, name="distvmc_bcast")
+        arr = np.asarray(x)
+        if self.size == 1:
+            return arr.copy()
+        out = self._hvd.broadcast(tf.constant(np.ascontiguousarray(arr)), root_rank=0,
+                                  name="distvmc_bcast")
+        return out.numpy().reshape(arr.shape)
+
+    def bcast_object(self, obj):
+        if self.size == 1:
+            return obj
+        return self._hvd.broadcast_object(obj, root_rank=0, name="distvmc_bcast_object")
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            self.allreduce(np.zeros(1))
+
+    def abort(self, code: int = 1) -> None:
+        """End every rank now.
+
+        With Horovod's MPI controller, ``MPI_Abort`` through mpi4py (when it is
+        installed) makes the launcher kill every rank at once. Otherwise this
+        process exits with ``code`` without clean-up; the launcher (mpirun,
+        horovodrun, srun) then ends the other ranks because one exited non-zero.
+        """
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            if self._hvd.mpi_enabled():
+                from mpi4py import MPI
+
+                MPI.COMM_WORLD.Abort(code)
+        except Exception:  # noqa: BLE001 - fall through to the hard exit
+            pass
+        os._exit(code)

@@ -1,0 +1,65 @@
+"""MPI communicator (mpi4py): buffer-based collectives on float64 NumPy arrays.
+
+Launch with any MPI launcher, e.g. (as root on a small machine)::
+
+    mpirun -np 2 --oversubscribe --allow-run-as-root distvmc run CONFIG distributed.backend=mpi
+
+``Allreduce``/``Bcast`` use mpi4py's upper-case, buffer-based calls on
+contiguous arrays (no pickling). The local rank (position among the ranks on
+the same node, used to pick a GPU) comes from a shared-memory split of
+``COMM_WORLD``. ``abort`` is ``MPI_Abort`` on ``COMM_WORLD``: the launcher
+kills every rank, including ranks blocked in a collective.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from distvmc.comm.base import Communicator
+
+
+class MPIComm(Communicator):
+    """``COMM_WORLD`` of mpi4py.
+
+    Attributes:
+      rank, size: position in and size of COMM_WORLD.
+      local_rank, local_size: position in and size of this node's ranks.
+    """
+
+    name = "mpi"
+
+    def __init__(self):
+        from mpi4py import MPI  # initializes MPI (MPI_Init_thread) on first import
+
+        self._MPI = MPI
+        self._comm = MPI.COMM_WORLD
+        self.rank = self._comm.Get_rank()
+        self.size = self._comm.Get_size()
+        node = self._comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        self.local_rank = node.Get_rank()
+        self.local_size = node.Get_size()
+        node.Free()
+
+    def allreduce(self, x) -> np.ndarray:
+        send = np.ascontiguousarray(x, dtype=np.float64)
+        if self.size == 1:
+            return send.copy()
+        recv = np.empty_like(send)
+        self._comm.Allreduce(send, recv, op=self._MPI.SUM)
+        return recv.reshape(np.shape(x))
+
+    def bcast(self, x) -> np.ndarray:
+        arr = np.asarray(x)
+        buf = np.array(arr, copy=True, order="C")  # writable, contiguous, own memory
+        if self.size > 1:
+            self._comm.Bcast(buf, root=0)
+        return buf.reshape(arr.shape)
+
+    def bcast_object(self, obj):
+        return self._comm.bcast(obj, root=0)
+
+    def barrier(self) -> None:
+        self._comm.Barrier()
+
+    def abort(self, code: int = 1) -> None:
+        self._comm.Abort(code)

@@ -1,0 +1,115 @@
+"""One rank of a multi-rank test; started by tests/test_multirank.py under mpirun.
+
+    mpirun -np 2 python tests/multirank_worker.py equivalence BACKEND
+    mpirun -np 2 python tests/multirank_worker.py bitwise BACKEND
+
+Each rank prints one line ``RESULT <json>`` that the test parses.
+
+equivalence: every rank builds the same wavefunction and the same global set of
+  walker configurations X, shape (M, 2W, N, D); rank r keeps the walkers
+  W_r = X[:, rW:(r+1)W]. The 2-rank SR direction (dense solver) and the energy
+  statistics from W_1 | W_2 are compared, on rank 0, with a 1-rank computation
+  (the SingleProcess communicator) on all of X.
+bitwise: a few real VMC iterations (sampling, local energies, SR step); every
+  rank reports the SHA-256 of its parameter bytes after every iteration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+# Small, quick-to-compile variant of the hydrogen job; float64 throughout.
+OVERRIDES = [
+    "wavefunction.factors.0.hidden=[8, 8]",
+    "wavefunction.factors.1.decay=0.8",
+    "sampler.walkers=96",
+    "sampler.thermalization=40",
+    "sampler.sweeps_per_sample=5",
+    "optimizer.solver=dense",
+    "optimizer.lr=0.05",
+    "optimizer.shift=1.0e-3",
+]
+
+
+def _sha(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.float64).tobytes()).hexdigest()
+
+
+def _setup(backend: str, extra: list[str]):
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from distvmc import config
+    from distvmc.comm import make_communicator
+    from distvmc.driver import VMC
+
+    cfg = config.load(None, OVERRIDES + [f"distributed.backend={backend}"] + extra)
+    comm = make_communicator(cfg.distributed.backend)
+    if comm.size != 2:
+        raise SystemExit(f"expected 2 ranks, got {comm.size} (backend {comm.name})")
+    return cfg, comm, VMC(cfg, comm, log=lambda *a, **k: None)
+
+
+def equivalence(backend: str) -> dict:
+    from distvmc import stats
+    from distvmc.comm import SingleProcess
+    from distvmc.optimizers.sr import SR
+
+    cfg, comm, vmc = _setup(backend, [])
+    m, w = 3, cfg.sampler.walkers
+    n, d = vmc.system.particles, vmc.system.dim
+    rng = np.random.default_rng(20240611)  # the same on every rank
+    x_all = rng.standard_normal((m, comm.size * w, n, d)) * 1.3
+    x_mine = x_all[:, comm.rank * w:(comm.rank + 1) * w]
+
+    e_mine = vmc.local_energy(x_mine.reshape((m * w, n, d))).reshape(m, w)
+    st2 = stats.summarize(e_mine, comm)
+    sr2 = SR(vmc.wf, cfg.optimizer, comm, cfg.hamiltonian.chunk_size)
+    d2, info2 = sr2.direction(x_mine.reshape((m * w, n, d)), e_mine.ravel())
+
+    out = {"rank": comm.rank, "backend": comm.name, "size": comm.size,
+           "delta_sha": _sha(d2), "solver": info2["solver"], "n_parameters": int(d2.size)}
+    if comm.rank == 0:
+        one = SingleProcess()
+        e_all = vmc.local_energy(x_all.reshape((m * comm.size * w, n, d))).reshape(m, comm.size * w)
+        st1 = stats.summarize(e_all, one)
+        sr1 = SR(vmc.wf, cfg.optimizer, one, cfg.hamiltonian.chunk_size)
+        d1, info1 = sr1.direction(x_all.reshape((-1, n, d)), e_all.ravel())
+        out["solver_1rank"] = info1["solver"]
+        out["delta_norm"] = float(np.linalg.norm(d1))
+        out["delta_rel_diff"] = float(np.linalg.norm(d2 - d1) / np.linalg.norm(d1))
+        out["stats_1rank"] = st1.to_dict()
+        out["stats_2rank"] = st2.to_dict()
+    return out
+
+
+def bitwise(backend: str, iterations: int = 4) -> dict:
+    cfg, comm, vmc = _setup(backend, [])
+    initial = _sha(vmc.wf.get_flat())
+    hashes, mismatches, energies = [], [], []
+    for _ in range(iterations):
+        rec = vmc.step()
+        theta = vmc.wf.get_flat()
+        hashes.append(_sha(theta))
+        energies.append(rec["energy"])
+        # In-job check as well: rank 0's parameters, bitwise, against this rank's.
+        root = comm.bcast(theta)
+        differ = float(not np.array_equal(root.view(np.uint64), theta.view(np.uint64)))
+        mismatches.append(float(comm.allreduce(np.array([differ]))[0]))
+    return {"rank": comm.rank, "backend": comm.name, "size": comm.size,
+            "initial_sha": initial, "param_sha": hashes, "ranks_differing": mismatches,
+            "walkers_sha": _sha(vmc.sampler.x.numpy()), "energies": energies}
+
+
+if __name__ == "__main__":
+    what, backend = sys.argv[1], sys.argv[2]
+    result = {"equivalence": equivalence, "bitwise": bitwise}[what](backend)
+    print("RESULT " + json.dumps(result), flush=True)
