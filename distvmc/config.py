@@ -346,6 +346,25 @@ SCHEMA: dict[str, Any] = {
     "output": {
         "dir": Str(None, "run directory (default runs/<name>-<timestamp>)"),
         "log_every": Int(10, "print a progress line every this many iterations", min=1),
+        "tensorboard": Bool(False, "write TensorBoard scalars (energy, variance, acceptance, step, "
+                            "lr, SR shift, update norm, seconds per phase) to RUN_DIR/tensorboard"),
+    },
+    "checkpoint": {
+        "every": Int(50, "write RUN_DIR/checkpoints/ckpt-ITERATION.h5 every this many "
+                     "iterations (0: not by count; always at the end of training and on "
+                     "SIGTERM/SIGUSR1)", min=0),
+        "minutes": Float(30.0, "also write one when this many minutes have passed since the "
+                         "last (0: not by time)", min=0.0),
+        "keep": Int(3, "checkpoints kept; older ones are deleted", min=1),
+        "min_free_mb": Float(100.0, "refuse to start when the run directory's file system has "
+                             "less free space (MB) than this, or than keep + 1 checkpoints", min=0.0),
+    },
+    "recovery": {
+        "max_rewinds": Int(5, "non-finite local energies rewind to the last good state (parameters, "
+                           "walkers, optimizer state); the run stops after this many rewinds", min=0),
+        "lr_factor": Float(0.5, "each rewind multiplies the learning rate by this",
+                           min=0.0, max=1.0, open_min=True),
+        "shift_factor": Float(10.0, "each rewind multiplies the SR diagonal shift by this", min=1.0),
     },
     "distributed": {
         "backend": Choice("auto", "communication backend: auto detects a launcher",

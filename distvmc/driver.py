@@ -6,7 +6,11 @@ One iteration on every rank:
    ``sweeps_per_sample`` sweeps (compiled, :mod:`distvmc.sampler`).
 2. Local energies with the exact Laplacian (:mod:`distvmc.hamiltonian`).
 3. Statistics from sums added over ranks (:mod:`distvmc.stats`). Non-finite
-   local energies are counted and the step is not applied.
+   local energies are counted; any at all rewind every rank to the last good
+   state (the start of the previous finite iteration: parameters, walkers,
+   random-stream position, optimizer state) and the run continues with a
+   smaller learning rate and a larger SR shift (``recovery.*``), at most
+   ``recovery.max_rewinds`` times.
 4. Optimizer step: SR or Adam (:mod:`distvmc.optimizers`); every rank applies
    the same update; the sampler's cached log|psi|^2 is refreshed.
 
@@ -33,11 +37,9 @@ from distvmc.sampler import MetropolisSampler, stream_key
 from distvmc.systems import build_system
 from distvmc.wavefunctions import build_wavefunction
 
-MAX_BAD_ITERATIONS = 10  # consecutive iterations with non-finite energies before giving up
-
 
 class NonFiniteEnergyError(RuntimeError):
-    pass
+    """Non-finite local energies persisted after ``recovery.max_rewinds`` rewinds."""
 
 
 def _injected_failure(rank: int, iteration: int) -> None:
@@ -92,7 +94,13 @@ class VMC:
         self.iteration = 0
         self.thermalized = False
         self.history: list[dict] = []
-        self._bad = 0
+        # Recovery from non-finite local energies (see _rewind).
+        self.lr_scale = 1.0  # times recovery.lr_factor per rewind
+        self.rewinds: list[dict] = []  # one record per rewind
+        self.last_good: dict | None = None  # snapshot() at the start of the last finite iteration
+        # Called on every rank between evaluation blocks (it may run collectives and
+        # raise to stop the evaluation, e.g. on a pre-emption signal).
+        self.on_evaluation_block = None
 
     def _check_potential(self):
         """Fail early, in one line, if the potential returns the wrong shape."""
@@ -106,7 +114,64 @@ class VMC:
     # ------------------------------------------------------------------
     @property
     def global_walkers(self) -> int:
-        return self.cfg.sampler.walkers * self.comm.size
+        # every rank has the same count (a resume on another rank count may change it)
+        return self.sampler.walkers * self.comm.size
+
+    # ------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """A copy of this rank's whole optimization state (no collectives).
+
+        Keys: iteration, parameters (P,) float64, optimizer (dict of arrays),
+        sampler ({x (W, N, D), step, counter}), history_len. :meth:`restore`
+        puts it back; checkpoints store the same fields for every rank.
+        """
+        smp = self.sampler.get_state()
+        smp["x"] = np.array(smp["x"], copy=True)
+        return {"iteration": self.iteration, "parameters": self.wf.get_flat(),
+                "optimizer": {k: np.array(v, copy=True) for k, v in self.optimizer.state().items()},
+                "sampler": smp, "history_len": len(self.history)}
+
+    def restore(self, snap: dict) -> None:
+        """Return to a :meth:`snapshot` (history records after it are dropped)."""
+        self.wf.set_flat(snap["parameters"])
+        self.optimizer.set_state(snap["optimizer"])
+        self.sampler.set_state(snap["sampler"])  # recomputes log|psi|^2 of the walkers
+        self.iteration = int(snap["iteration"])
+        del self.history[int(snap["history_len"]):]
+
+    def _rewind(self, rec: dict, st, start: dict) -> dict:
+        """Non-finite local energies: go back to the last good state, step more cautiously.
+
+        Every rank sees the same global count of non-finite energies, so all
+        rewind together. The target is the start of the last finite iteration
+        (its update led here), or the start of this one when there is none
+        yet. Raises :class:`NonFiniteEnergyError` after ``recovery.max_rewinds``.
+        """
+        r = self.cfg.recovery
+        bad = self.iteration
+        target = self.last_good if self.last_good is not None else start
+        if len(self.rewinds) >= r.max_rewinds:
+            raise NonFiniteEnergyError(
+                f"iteration {bad}: {st.nonfinite} of {st.n + st.nonfinite} local energies are "
+                f"not finite after {len(self.rewinds)} rewind(s) (recovery.max_rewinds = "
+                f"{r.max_rewinds}); last good state: start of iteration {target['iteration']}; "
+                "try a smaller optimizer.lr, a larger optimizer.shift or optimizer.max_update_norm")
+        self.restore(target)
+        self.lr_scale *= r.lr_factor
+        if hasattr(self.optimizer, "shift_scale"):
+            self.optimizer.shift_scale *= r.shift_factor
+        shift = self.cfg.optimizer.shift * getattr(self.optimizer, "shift_scale", 1.0)
+        event = {"iteration": bad, "to": int(target["iteration"]), "nonfinite": st.nonfinite,
+                 "lr_scale": self.lr_scale, "shift": shift}
+        self.rewinds.append(event)
+        self.log(f"warning: iteration {bad}: {st.nonfinite} of {st.n + st.nonfinite} local "
+                 f"energies not finite; rewound to the start of iteration {target['iteration']} "
+                 f"(rewind {len(self.rewinds)} of at most {r.max_rewinds}); learning rate now "
+                 f"x{self.lr_scale:g}" + (f", SR shift {shift:g}" if self.cfg.optimizer.type == "sr"
+                                          else ""))
+        rec["solve"] = "rewind"
+        rec["rewind"] = event
+        return rec
 
     def thermalize(self) -> float:
         s = self.cfg.sampler
@@ -119,6 +184,7 @@ class VMC:
         if not self.thermalized:
             self.thermalize()
         _injected_failure(self.comm.rank, self.iteration)
+        start = self.snapshot()
         t0 = time.perf_counter()
         s, o = self.cfg.sampler, self.cfg.optimizer
         xs, acc = self.sampler.sample(s.samples_per_walker, s.sweeps_per_sample)
@@ -126,26 +192,24 @@ class VMC:
             self.sampler.adapt(acc)
         m, w = xs.shape[:2]
         x = xs.reshape((m * w,) + xs.shape[2:])
+        t1 = time.perf_counter()
         e = self.local_energy(x)
+        t2 = time.perf_counter()
         st = stats.summarize(e.reshape(m, w), self.comm)
-        lr = learning_rate(o, self.iteration)
+        lr = learning_rate(o, self.iteration) * self.lr_scale
         rec = {"iteration": self.iteration, "energy": st.mean, "energy_err": st.error,
                "variance": st.variance, "tau": st.tau, "acceptance": acc,
-               "step": float(self.sampler.step.numpy()), "lr": lr, "nonfinite": st.nonfinite}
+               "step": float(self.sampler.step.numpy()), "lr": lr, "nonfinite": st.nonfinite,
+               "t_sample": t1 - t0, "t_eloc": t2 - t1}
         if st.nonfinite > 0:
-            self._bad += 1
-            rec["solve"] = "skipped"
-            self.log(f"warning: iteration {self.iteration}: {st.nonfinite} non-finite local "
-                     f"energies; update not applied")
-            if self._bad >= MAX_BAD_ITERATIONS:
-                raise NonFiniteEnergyError(
-                    f"{self._bad} consecutive iterations with non-finite local energies "
-                    f"(last: {st.nonfinite} of {st.n + st.nonfinite}); try a smaller "
-                    "optimizer.lr or a larger optimizer.shift")
+            return self._rewind(rec, st, start)  # not a history record
         else:
-            self._bad = 0
+            self.last_good = start
+            t3 = time.perf_counter()
             info = self.optimizer.step(x, e, lr)
             self.sampler.refresh()
+            rec["t_optimizer"] = time.perf_counter() - t3
+            rec.update({f"t_{k}": v for k, v in getattr(self.optimizer, "timings", {}).items()})
             rec["update_norm"] = info.get("update_norm", float("nan"))
             rec["solve"] = info.get("skipped") or info["solve"] or info["solver"]
             if info.get("solve", "").startswith(("cholesky(", "eigh")):
@@ -156,8 +220,9 @@ class VMC:
         return rec
 
     def train(self, iterations: int | None = None, on_iteration=None) -> None:
-        """Run ``iterations`` optimization steps (default: the config's), printing progress."""
-        n = self.cfg.optimizer.iterations if iterations is None else iterations
+        """Run ``iterations`` optimization steps, printing progress (default: up to the
+        config's ``optimizer.iterations`` in total, so a resumed run does the rest)."""
+        n = max(self.cfg.optimizer.iterations - self.iteration, 0) if iterations is None else iterations
         every = self.cfg.output.log_every
         t_start = time.perf_counter()
         first = self.iteration
@@ -170,10 +235,12 @@ class VMC:
             rec = self.step()
             if on_iteration is not None:
                 on_iteration(rec)
+            if "rewind" in rec:
+                continue
             done = self.iteration - first
             if done % every == 0 or self.iteration == target or done == 1:
                 elapsed = time.perf_counter() - t_start
-                eta = elapsed / done * (target - self.iteration)
+                eta = elapsed / done * (target - self.iteration) if done > 0 else float("nan")
                 self.log(f"[{self.iteration:>{len(str(target))}}/{target}] "
                          f"E = {rec['energy']:.6f} ± {rec['energy_err']:.6f}  "
                          f"var {rec['variance']:.3e}  acc {rec['acceptance']:.3f}  "
@@ -205,6 +272,8 @@ class VMC:
         es, xs_all, accs = [], [], []
         done = 0
         while done < m:
+            if self.on_evaluation_block is not None:
+                self.on_evaluation_block()
             k = min(per_block, m - done)
             xs, acc = sampler.sample(k, sweeps)
             es.append(self.local_energy(xs.reshape((k * w,) + xs.shape[2:])).reshape(k, w))

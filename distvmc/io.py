@@ -70,6 +70,18 @@ class History:
             with open(self.path, "a", newline="") as f:
                 csv.writer(f).writerow([_fmt(row.get(k, "")) for k in HISTORY_FIELDS])
 
+    def rewrite(self, rows: list[dict]) -> None:
+        """Replace the file's rows by ``rows`` (after a resume or a rewind), atomically."""
+        self.rows = list(rows)
+        if self.path:
+            tmp = self.path + ".tmp"
+            with open(tmp, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(HISTORY_FIELDS)
+                for row in self.rows:
+                    w.writerow([_fmt(row.get(k, "")) for k in HISTORY_FIELDS])
+            os.replace(tmp, self.path)
+
 
 def _fmt(v):
     if isinstance(v, float):

@@ -63,6 +63,7 @@ class SR:
         self.log_derivatives = LogDerivatives(wavefunction, chunk_size)
         self.solver = cfg.solver
         self.timings: dict[str, float] = {}  # seconds per phase of the last step
+        self.shift_scale = 1.0  # raised by the driver after a rewind (recovery.shift_factor)
 
     def state(self) -> dict:
         return {}
@@ -104,7 +105,7 @@ class SR:
         m = self.moments(x, e)
         n, oc, ec = m["n"], m["oc"], m["ec"]
         solver = self._choose_solver(int(n))
-        shift = self.cfg.shift
+        shift = self.cfg.shift * self.shift_scale
         t0 = time.perf_counter()
         if solver == "dense":
             s_loc = oc.T @ oc
