@@ -227,6 +227,7 @@ class VMC:
         t_start = time.perf_counter()
         first = self.iteration
         target = first + n
+        mark = None  # (time, done) after the first iteration, whose compilation skews the ETA
         if not self.thermalized:
             acc = self.thermalize()
             self.log(f"thermalized {self.cfg.sampler.thermalization} sweeps: acceptance "
@@ -238,9 +239,15 @@ class VMC:
             if "rewind" in rec:
                 continue
             done = self.iteration - first
+            now = time.perf_counter()
+            if mark is None and done >= 1:
+                mark = (now, done)
             if done % every == 0 or self.iteration == target or done == 1:
-                elapsed = time.perf_counter() - t_start
-                eta = elapsed / done * (target - self.iteration) if done > 0 else float("nan")
+                if mark is not None and done > mark[1]:
+                    per_iteration = (now - mark[0]) / (done - mark[1])
+                else:
+                    per_iteration = (now - t_start) / done if done > 0 else float("nan")
+                eta = per_iteration * (target - self.iteration)
                 self.log(f"[{self.iteration:>{len(str(target))}}/{target}] "
                          f"E = {rec['energy']:.6f} ± {rec['energy_err']:.6f}  "
                          f"var {rec['variance']:.3e}  acc {rec['acceptance']:.3f}  "

@@ -109,7 +109,12 @@ class Proc:
 
 
 def mpirun_or_skip() -> list[str]:
-    """``mpirun -np 2`` with the flags Open MPI needs here, or skip."""
+    """``mpirun -np 2`` with the flags Open MPI needs here, or skip (also when
+    DISTVMC_TEST_BACKENDS, as in tests/test_multirank.py, does not name mpi)."""
+    requested = [b.strip() for b in os.environ.get("DISTVMC_TEST_BACKENDS", "").split(",")
+                 if b.strip()]
+    if requested and "mpi" not in requested:
+        pytest.skip(f"backend mpi not in DISTVMC_TEST_BACKENDS={','.join(requested)}")
     local = Path(sys.executable).parent / "mpirun"
     mpirun = str(local) if local.exists() else shutil.which("mpirun")
     if mpirun is None:
@@ -406,6 +411,7 @@ def sr2_interrupted(sr2_runs):
     return sr2_runs / "interrupted"
 
 
+@pytest.mark.mpi
 def test_two_ranks_signal_to_one_rank_then_resume_is_bitwise(mpirun, sr2_reference,
                                                              sr2_interrupted, tmp_path):
     run = copy_run(sr2_interrupted, tmp_path / "run")
@@ -421,6 +427,7 @@ def test_two_ranks_signal_to_one_rank_then_resume_is_bitwise(mpirun, sr2_referen
     assert_same_run(sr2_reference, run, 10)
 
 
+@pytest.mark.mpi
 def test_resume_two_ranks_on_one_concatenates_the_walkers(sr2_interrupted, tmp_path):
     run = copy_run(sr2_interrupted, tmp_path / "run")
     r = cli("run", "--resume", str(run), "distributed.backend=single", timeout=TIMEOUT_S)
@@ -441,6 +448,7 @@ def test_resume_two_ranks_on_one_concatenates_the_walkers(sr2_interrupted, tmp_p
     assert len(history(run)) == 12
 
 
+@pytest.mark.mpi
 def test_resume_one_rank_on_two_splits_and_rethermalizes(mpirun, adam_interrupted, tmp_path):
     run = copy_run(adam_interrupted, tmp_path / "run")
     p = Proc(mpirun + distvmc("run", "--resume", str(run), "distributed.backend=mpi"))
