@@ -8,8 +8,8 @@ One iteration on every rank:
 3. Statistics from sums added over ranks (:mod:`distvmc.stats`). Non-finite
    local energies are counted; any at all rewind every rank to the last good
    state (the start of the previous finite iteration: parameters, walkers,
-   random-stream position, optimizer state) and the run continues with a
-   smaller learning rate and a larger SR shift (``recovery.*``), at most
+   optimizer state; the random streams continue) and the run continues with
+   a smaller learning rate and a larger SR shift (``recovery.*``), at most
    ``recovery.max_rewinds`` times.
 4. Optimizer step: SR or Adam (:mod:`distvmc.optimizers`); every rank applies
    the same update; the sampler's cached log|psi|^2 is refreshed.
@@ -145,7 +145,10 @@ class VMC:
         Every rank sees the same global count of non-finite energies, so all
         rewind together. The target is the start of the last finite iteration
         (its update led here), or the start of this one when there is none
-        yet. Raises :class:`NonFiniteEnergyError` after ``recovery.max_rewinds``.
+        yet. Parameters, walkers and optimizer state go back; the random
+        streams do not (the retry draws fresh numbers, so walkers that wandered
+        somewhere bad need not go there again, and no number is used twice).
+        Raises :class:`NonFiniteEnergyError` after ``recovery.max_rewinds``.
         """
         r = self.cfg.recovery
         bad = self.iteration
@@ -156,7 +159,9 @@ class VMC:
                 f"not finite after {len(self.rewinds)} rewind(s) (recovery.max_rewinds = "
                 f"{r.max_rewinds}); last good state: start of iteration {target['iteration']}; "
                 "try a smaller optimizer.lr, a larger optimizer.shift or optimizer.max_update_norm")
+        counter = int(self.sampler.counter.numpy())
         self.restore(target)
+        self.sampler.counter.assign(counter)
         self.lr_scale *= r.lr_factor
         if hasattr(self.optimizer, "shift_scale"):
             self.optimizer.shift_scale *= r.shift_factor

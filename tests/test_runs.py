@@ -90,9 +90,12 @@ def test_adam_runs_and_reports(tmp_path):
     assert s["energy"] < 0.6
 
 
-def test_non_finite_energies_skip_the_update(tmp_path):
-    # A potential that returns NaN beyond |x| > 2: those walkers' energies are
-    # counted and the update is not applied.
+def test_non_finite_energies_never_reach_the_optimizer(tmp_path):
+    # A potential that returns NaN beyond |x| > 2, where |psi|^2 is never
+    # negligible: every iteration has non-finite energies, each one rewinds
+    # (nothing is applied, nothing is recorded) and after recovery.max_rewinds
+    # the run stops with one line. (A NaN that goes away after a rewind:
+    # tests/test_checkpoint.py.)
     (tmp_path / "nanpot.py").write_text(
         "import tensorflow as tf\n"
         "def v(x):\n"
@@ -104,7 +107,9 @@ def test_non_finite_energies_skip_the_update(tmp_path):
                    "reference_energy: 0.5\n")
     r = cli("run", str(cfg), "--out", str(tmp_path / "run"), "optimizer.iterations=3",
             "sampler.walkers=512", "sampler.init_width=3.0", "sampler.thermalization=0",
-            "evaluation.samples=1000")
-    assert "non-finite local energies; update not applied" in r.stdout + r.stderr
+            "evaluation.samples=1000", "recovery.max_rewinds=2")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stdout.count("local energies not finite; rewound to the start of iteration 0") == 2
+    assert "not finite after 2 rewind(s) (recovery.max_rewinds = 2)" in r.stderr
     rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
-    assert int(rows[0]["nonfinite"]) > 0 and rows[0]["solve"] == "skipped"
+    assert rows == []
