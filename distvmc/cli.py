@@ -99,6 +99,12 @@ def cmd_run(args) -> int:
     comm = make_communicator(cfg.distributed.backend)
     run_dir = io.make_run_dir(cfg.output.dir, cfg.name) if comm.is_root else None
     run_dir = comm.bcast_object(run_dir)
+    if cfg.integrator == "grid" or cfg.excited.states > 1:  # distvmc.excited: grid, excited states
+        if resume is not None:
+            raise ConfigError("--resume: grid-mode and excited-state runs write no checkpoints")
+        from distvmc.excited import run_states
+
+        return run_states(cfg, comm, config_dir, run_dir)
     vmc = VMC(cfg, comm, config_dir)
     log = vmc.log
     if comm.is_root:

@@ -167,6 +167,13 @@ class FloatList(Field):
         return items[0] if scalar else items
 
 
+class OptionalFloatList(FloatList):
+    """A :class:`FloatList` that may also be null (its default)."""
+
+    def check(self, value, key):
+        return None if value is None else super().check(value, key)
+
+
 class IntList(Field):
     def check(self, value, key):
         if not isinstance(value, (list, tuple)) or any(
@@ -237,6 +244,8 @@ FACTOR = Variant("mlp", "one factor of psi; log|psi| is the sum of the factors' 
                            "(bosonic symmetry; at most 4 particles, use deepsets beyond)"),
         "output_scale": Float(0.1, "scale of the last layer's initial weights", min=0.0),
         "init": Choice("glorot", "weight initialisation", ["glorot", "he", "normal"]),
+        "signed": Bool(False, "the network output f is the amplitude itself: log|f| and "
+                       "sign(f), so psi can have nodes (excited states)"),
     },
     "deepsets": {
         "phi": IntList([32, 32], "per-particle network widths (last one is the latent size)"),
@@ -264,6 +273,9 @@ FACTOR = Variant("mlp", "one factor of psi; log|psi| is the sum of the factors' 
 SCHEMA: dict[str, Any] = {
     "name": Str("hydrogen", "run name, used for the run directory"),
     "seed": Int(0, "random seed; each rank derives its own stream from (seed, rank)", min=0),
+    "integrator": Choice("sampling", "how energies are integrated: sampling (Metropolis, any "
+                         "dimension) or grid (quadrature on a box, total dimension N*D <= 2)",
+                         ["sampling", "grid"]),
     "precision": Choice("float64", "floating-point precision of the wavefunction and energies",
                         ["float64", "float32"]),
     "reference_energy": Float(-0.5, "exact or best-known energy, for reports and plots", optional=True),
@@ -342,6 +354,32 @@ SCHEMA: dict[str, Any] = {
         "bins": Int(100, "radial density histogram bins", min=1),
         "r_max": Float(None, "radial density histogram range (default: from the samples)",
                        optional=True, min=0.0, open_min=True),
+    },
+    "grid": {
+        "box": FloatList(6.0, "half-width L of the box [-L, L] per coordinate (one number, or "
+                         "one per coordinate, N*D)", positive=True, scalar_ok=True),
+        "spacing": Float(0.05, "largest grid spacing; points are cell centres, 2*ceil(L/spacing) "
+                         "per coordinate", min=0.0, open_min=True),
+        "kinetic": Choice("parts", "kinetic energy: parts ((hbar^2/2m) |grad psi|^2, first "
+                          "derivatives only) or laplacian (-psi (hbar^2/2m) laplacian psi)",
+                          ["parts", "laplacian"]),
+        "edge_tolerance": Float(1e-8, "warn when |psi|^2 on the box's outer cells exceeds this "
+                                "fraction of its peak", min=0.0, open_min=True),
+        "tolerance": Float(1e-9, "stop a state's optimization once E changed by less than this "
+                           "over 20 iterations (0: always run optimizer.iterations)", min=0.0),
+        "chunk_size": Int(65536, "grid points per Jacobian batch (bounds memory)", min=1),
+    },
+    "excited": {
+        "states": Int(1, "lowest states to find, one after another (1: ground state only)", min=1),
+        "penalty": Float(None, "sampling mode: overlap penalty strength lambda (energy units); "
+                         "must exceed E_k - E_0; null: penalty_factor * max(|E_0|, E_(k-1) - E_0)",
+                         optional=True, min=0.0, open_min=True),
+        "penalty_factor": Float(3.0, "factor of the automatic penalty rule", min=1.0),
+        "overlap_samples": Int(1024, "sampling mode: samples of each lower state per iteration "
+                               "for the overlap estimates", min=1),
+        "reseed": Int(1000, "state k starts from parameters drawn with seed + k * reseed", min=1),
+        "reference_energies": OptionalFloatList(None, "exact energies of the states, for reports "
+                                        "(default: reference_energy for state 0 only)"),
     },
     "output": {
         "dir": Str(None, "run directory (default runs/<name>-<timestamp>)"),
@@ -518,8 +556,34 @@ def _cross_checks(c: dict) -> None:
         if f["type"] == "exp_envelope" and p["type"] != "coulomb" and f["decay"] is None:
             raise ConfigError(f"wavefunction.factors.{i}.decay: required unless the potential "
                               "is coulomb (where it defaults to the nuclear charge)")
+    _grid_checks(c)
     if c["optimizer"]["type"] == "adam" and c["optimizer"]["solver"] != "auto":
         pass  # solver is simply unused by Adam
+
+
+def _grid_checks(c: dict) -> None:
+    """Grid mode and excited states (distvmc.grid, distvmc.excited)."""
+    nd = c["system"]["particles"] * c["system"]["dim"]
+    if c["integrator"] == "grid":
+        if nd > 2:
+            raise ConfigError(f"integrator = 'grid': total dimension N*D = {nd} (system.particles "
+                              f"* system.dim); the grid handles at most 2, use sampling")
+        box = c["grid"]["box"]
+        if isinstance(box, list) and len(box) != nd:
+            raise ConfigError(f"grid.box has {len(box)} entries: must be one number or one "
+                              f"per coordinate (N*D = {nd})")
+        for k, half in enumerate(box if isinstance(box, list) else [box]):
+            if 2 * half / c["grid"]["spacing"] > 20000:
+                raise ConfigError(f"grid.spacing = {c['grid']['spacing']!r}: more than 20000 "
+                                  f"points along coordinate {k} of the box; use a larger spacing")
+    refs = c["excited"]["reference_energies"]
+    if refs is not None and len(refs) < c["excited"]["states"]:
+        raise ConfigError(f"excited.reference_energies has {len(refs)} entries: needs at least "
+                          f"one per state (excited.states = {c['excited']['states']})")
+    if c["excited"]["states"] > 1 and not any(
+            f["type"] == "mlp" and f["signed"] for f in c["wavefunction"]["factors"]):
+        raise ConfigError(f"excited.states = {c['excited']['states']}: excited states have "
+                          "nodes; add an mlp factor with signed: true to wavefunction.factors")
 
 
 def validate(raw: dict) -> Section:

@@ -74,13 +74,14 @@ class VMC:
     """
 
     def __init__(self, cfg: Section, comm: Communicator | None = None,
-                 config_dir: str | None = None, log=print):
+                 config_dir: str | None = None, log=print, wavefunction=None):
         self.cfg = cfg
         self.comm = comm or SingleProcess()
         self.log = log if self.comm.is_root else (lambda *a, **k: None)
         self.dtype = tf.float64 if cfg.precision == "float64" else tf.float32
         self.system = build_system(cfg, config_dir)
-        self.wf = build_wavefunction(cfg, self.system, cfg.seed)
+        # wavefunction: a prebuilt ansatz (distvmc.excited passes its projected trial states)
+        self.wf = wavefunction or build_wavefunction(cfg, self.system, cfg.seed)
         h = cfg.hamiltonian
         self.local_energy = LocalEnergy(self.wf, self.system, h.laplacian, h.chunk_size, self.dtype)
         self._check_potential()

@@ -69,6 +69,10 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
         raise ConfigError(f"{hist_path!r} not found: not a distvmc run directory")
     plt = _pyplot()
     rows = read_history(run_dir)
+    if rows and "state" in rows[0]:  # grid mode or excited states: one curve per state
+        from distvmc.excited import plot_states
+
+        return plot_states(run_dir, out_dir, plt)
     cfg = {}
     if os.path.exists(os.path.join(run_dir, "config.yaml")):
         with open(os.path.join(run_dir, "config.yaml")) as f:

@@ -17,6 +17,7 @@ from distvmc.systems import System
 from distvmc.wavefunctions.envelopes import ExpEnvelope, GaussianEnvelope
 from distvmc.wavefunctions.jastrow import PadeJastrow
 from distvmc.wavefunctions.mlp import MLP, DeepSets
+from distvmc.wavefunctions.signed import SignedMLP
 
 
 class Wavefunction(tf.Module):
@@ -36,8 +37,14 @@ class Wavefunction(tf.Module):
         return out
 
     def sign(self, x: tf.Tensor) -> tf.Tensor:
-        """Sign of psi, shape (walkers,): +1 for every ansatz built so far."""
-        return tf.ones(tf.shape(x)[:1], dtype=x.dtype)
+        """Sign of psi, shape (walkers,): the product of the factors' signs
+        (factors without a ``sign`` method, all but signed MLPs, are positive)."""
+        s = None
+        for f in self.factors:
+            if hasattr(f, "sign"):
+                s = f.sign(x) if s is None else s * f.sign(x)
+        # not tf.ones(tf.shape(x)...) or ones_like: both break under nested forward accumulators
+        return s if s is not None else 0.0 * x[:, 0, 0] + 1.0
 
     @property
     def parameters(self) -> list[tf.Variable]:
@@ -76,7 +83,7 @@ def build_wavefunction(cfg: Section, system: System, seed: int = 0) -> Wavefunct
     for i, f in enumerate(cfg.wavefunction.factors):
         name = f"f{i}_{f.type}"
         if f.type == "mlp":
-            factors.append(MLP(system, f, rng, dtype, name=name))
+            factors.append((SignedMLP if f.signed else MLP)(system, f, rng, dtype, name=name))
         elif f.type == "deepsets":
             factors.append(DeepSets(system, f, rng, dtype, name=name))
         elif f.type == "jastrow":
