@@ -28,6 +28,15 @@ log-derivatives O as the energy:
     d<psi_j/psi_k>_k     = <(psi_j/psi_k) O>_k - 2 <psi_j/psi_k>_k <O>_k
     d<psi_k/psi_j>_j     = <(psi_k/psi_j) O>_j
 
+Initialisation: state k's ansatz is psi_k = phi_k - sum_j c_j psi_j
+(:class:`~distvmc.wavefunctions.projected.ProjectedWavefunction`): a fresh
+network phi_k (seed + k * reseed) with its Monte Carlo projections
+c_j = <phi_k/psi_j>_{|psi_j|^2} on the found states subtracted, and the c_j
+trainable. It starts (nearly) orthogonal, away from psi_0, where E + lambda S^2
+is stationary and a nodeless start would stay. After training one Gram-Schmidt
+step with fresh samples removes the lower-state components the penalty left
+(they bias E_k low by S^2 (E_k - E_j)).
+
 Penalty rule: mixing a fraction a^2 of a lower state j into the exact state k
 changes L_k by -a^2 (E_k - E_j - lambda), so lambda must exceed E_k - E_0 or
 the minimum of L_k moves onto the lower state. ``excited.penalty`` sets lambda
@@ -357,13 +366,25 @@ class PenalizedSearch:
         fresh samples of the lower states (removes what the penalty left, down to the
         Monte Carlo error of a_j)."""
         n = max(self.cfg.evaluation.samples // 4, 16 * self.cfg.excited.overlap_samples)
-        a = self._projections(amp, n)
+        a = self._projections(amp, n)  # B_j = <psi_k/psi_j>_j
+        # A_j = <psi_j/psi_k>_k on the state's own samples, for the normalized S^2 = A B
+        w = vmc.sampler.walkers
+        xs, _ = vmc.sampler.sample(max(2, -(-n // w)), self.cfg.sampler.sweeps_per_sample)
+        xk = xs.reshape((-1,) + xs.shape[2:])
+        own = amp(xk)
+        s2 = []
+        for f, b in zip(self.found, a):
+            r = _ratio(*f["amp"](xk), *own)
+            ok = np.isfinite(r)
+            tot = self.comm.allreduce(np.array([np.where(ok, r, 0.0).sum(), float(ok.sum())]))
+            s2.append(tot[0] / tot[1] * b)
         t = np.stack([np.pad(f["T"], (0, k - len(f["T"]))) for f in self.found])  # (k, k)
         wf = vmc.wf
         wf.c.assign(wf.c.numpy() + a @ t)
         vmc.sampler.refresh()
-        self.log(f"state {k}: final Gram-Schmidt step removed the components "
-                 f"{', '.join(f'{v:+.2e}' for v in a)} along the lower states (from {n} samples each)")
+        self.log(f"state {k}: final Gram-Schmidt step: overlaps S^2 before it "
+                 f"{', '.join(f'{v:+.1e}' for v in s2)}; removed the lower-state components "
+                 f"(<psi_k/psi_j>_j = {', '.join(f'{v:+.3e}' for v in a)}, {n} samples each)")
 
     def run(self) -> dict:
         from distvmc.driver import VMC
