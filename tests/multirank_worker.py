@@ -9,7 +9,8 @@ equivalence: every rank builds the same wavefunction and the same global set of
   walker configurations X, shape (M, 2W, N, D); rank r keeps the walkers
   W_r = X[:, rW:(r+1)W]. The 2-rank SR direction (dense solver) and the energy
   statistics from W_1 | W_2 are compared, on rank 0, with a 1-rank computation
-  (the SingleProcess communicator) on all of X.
+  (the SingleProcess communicator) on all of X. It first checks the
+  Communicator contract (shapes, dtypes, sums, rank 0's data) on the backend.
 bitwise: a few real VMC iterations (sampling, local energies, SR step); every
   rank reports the SHA-256 of its parameter bytes after every iteration.
 """
@@ -58,12 +59,39 @@ def _setup(backend: str, extra: list[str]):
     return cfg, comm, VMC(cfg, comm, log=lambda *a, **k: None)
 
 
+def collectives(comm) -> list[str]:
+    """The Communicator contract on 2 ranks; returns what failed (empty: all good)."""
+    bad = []
+    r = comm.rank
+    s = comm.allreduce(np.float64(r + 1.5))  # 0-d in, 0-d out
+    if np.shape(s) != () or float(s) != 4.0:
+        bad.append(f"allreduce 0-d: {s!r}")
+    m = comm.allreduce(np.full((2, 3), r + 0.25))
+    if m.shape != (2, 3) or m.dtype != np.float64 or not np.all(m == 1.5):
+        bad.append(f"allreduce 2-d: {m!r}")
+    a, b = comm.allreduce_many([np.array([r, 1.0]), np.eye(2) * r])
+    if not (np.array_equal(a, [1.0, 2.0]) and np.array_equal(b, np.eye(2))):
+        bad.append(f"allreduce_many: {a!r} {b!r}")
+    i = comm.bcast(np.array([7 + r, 9 + r], dtype=np.int64))
+    if i.dtype != np.int64 or list(i) != [7, 9]:
+        bad.append(f"bcast int64: {i!r}")
+    f = comm.bcast(np.arange(4.0).reshape(2, 2) + r)
+    if f.shape != (2, 2) or not np.array_equal(f, np.arange(4.0).reshape(2, 2)):
+        bad.append(f"bcast 2-d: {f!r}")
+    o = comm.bcast_object({"rank": r, "dir": f"runs/x-{r}"})
+    if o != {"rank": 0, "dir": "runs/x-0"}:
+        bad.append(f"bcast_object: {o!r}")
+    comm.barrier()
+    return bad
+
+
 def equivalence(backend: str) -> dict:
     from distvmc import stats
     from distvmc.comm import SingleProcess
     from distvmc.optimizers.sr import SR
 
     cfg, comm, vmc = _setup(backend, [])
+    contract = collectives(comm)
     m, w = 3, cfg.sampler.walkers
     n, d = vmc.system.particles, vmc.system.dim
     rng = np.random.default_rng(20240611)  # the same on every rank
@@ -76,7 +104,8 @@ def equivalence(backend: str) -> dict:
     d2, info2 = sr2.direction(x_mine.reshape((m * w, n, d)), e_mine.ravel())
 
     out = {"rank": comm.rank, "backend": comm.name, "size": comm.size,
-           "delta_sha": _sha(d2), "solver": info2["solver"], "n_parameters": int(d2.size)}
+           "delta_sha": _sha(d2), "solver": info2["solver"], "n_parameters": int(d2.size),
+           "collectives_failed": contract}
     if comm.rank == 0:
         one = SingleProcess()
         e_all = vmc.local_energy(x_all.reshape((m * comm.size * w, n, d))).reshape(m, comm.size * w)

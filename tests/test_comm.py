@@ -97,3 +97,11 @@ def test_a_failure_report_names_the_rank_type_and_message(capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[-1] == "distvmc: rank 3 failed: ValueError: walkers escaped to infinity"
     assert any("Traceback" in line for line in err)
+
+
+def test_without_gpus_every_rank_runs_on_the_cpu():
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has GPUs")
+    assert comm_mod.pin_gpu(0) is None and comm_mod.pin_gpu(3) is None

@@ -143,6 +143,8 @@ def _worker(what: str, backend: str, tmp_path: Path) -> dict[int, dict]:
 @pytest.mark.mpi
 def test_sr_on_two_ranks_equals_sr_on_one_rank_with_the_same_walkers(backend, tmp_path):
     res = _worker("equivalence", backend, tmp_path)
+    # the Communicator contract itself: shapes, dtypes, sums, rank 0's data
+    assert res[0]["collectives_failed"] == res[1]["collectives_failed"] == []
     r0 = res[0]
     assert r0["solver"] == r0["solver_1rank"] == "dense"
     assert r0["delta_norm"] > 0

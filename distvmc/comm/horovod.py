@@ -51,9 +51,9 @@ class HorovodComm(Communicator):
             return self._hvd.allreduce(x, op=self._hvd.Sum, name="distvmc_allreduce")
         arr = np.ascontiguousarray(x, dtype=np.float64)
         if self.size == 1:
-            return arr.copy()
+            return arr.copy().reshape(np.shape(x))
         out = self._hvd.allreduce(tf.constant(arr), op=self._hvd.Sum, name="distvmc_allreduce")
-        return out.numpy().reshape(arr.shape)
+        return out.numpy().reshape(np.shape(x))
 
     def bcast(self, x):
         tf = self._tf

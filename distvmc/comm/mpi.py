@@ -43,7 +43,7 @@ class MPIComm(Communicator):
     def allreduce(self, x) -> np.ndarray:
         send = np.ascontiguousarray(x, dtype=np.float64)
         if self.size == 1:
-            return send.copy()
+            return send.copy().reshape(np.shape(x))
         recv = np.empty_like(send)
         self._comm.Allreduce(send, recv, op=self._MPI.SUM)
         return recv.reshape(np.shape(x))
