@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="print the resolved config (validates it)")
     c.add_argument("config", nargs="?")
     c.add_argument("overrides", nargs="*")
+    c.add_argument("--reference", action="store_true",
+                   help="print the Markdown reference of every key instead")
     return p
 
 
@@ -260,13 +262,24 @@ def cmd_plot(args) -> int:
 def cmd_config(args) -> int:
     import yaml
 
+    if args.reference:
+        print("| key | default | meaning |\n|---|---|---|")
+        print("\n".join(config_mod.reference()))
+        return 0
     cfg = config_mod.load(args.config, args.overrides)
     sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return 0
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may follow options: ``run CONFIG --out DIR key=value``.
+    unknown = [a for a in extra if a.startswith("-") or not hasattr(args, "overrides")]
+    if unknown:
+        parser.error("unrecognized arguments: " + " ".join(unknown))
+    if extra:
+        args.overrides = list(args.overrides) + extra
     if hasattr(args, "config"):
         args = _split_config_arg(args)
     try:
@@ -298,7 +311,6 @@ def _end_other_ranks(code: int) -> None:
     c = comm_mod.current()
     if c is not None and c.size > 1:
         c.abort(code)
-
 
 
 if __name__ == "__main__":

@@ -45,6 +45,16 @@ class Field:
         return ""
 
 
+_SCI = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _yaml11_float(value):
+    """YAML 1.1 reads ``1e-8`` (no dot) as a string; accept it as the number it is."""
+    if isinstance(value, str) and _SCI.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
 def _fail(key, value, allowed):
     raise ConfigError(f"{key} = {value!r}: {allowed}")
 
@@ -92,6 +102,7 @@ class Float(Field):
     def check(self, value, key):
         if value is None and self.optional:
             return None
+        value = _yaml11_float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(key, value, f"must be {self.describe().strip()}")
         value = float(value)
@@ -153,7 +164,7 @@ class FloatList(Field):
         if self.scalar_ok and isinstance(value, (int, float)) and not isinstance(value, bool):
             items, scalar = [value], True
         elif isinstance(value, (list, tuple)):
-            items, scalar = list(value), False
+            items, scalar = [_yaml11_float(v) for v in value], False
         else:
             _fail(key, value, f"must be {what}")
         for v in items:
@@ -433,6 +444,15 @@ class Section:
     def __contains__(self, name):
         return name in self._data
 
+    def __iter__(self):
+        return iter(self._data)
+
+    def keys(self):
+        return self._data.keys()
+
+    def items(self):
+        return [(k, _wrap(v)) for k, v in self._data.items()]
+
     def __setattr__(self, name, value):
         raise AttributeError("configuration is read-only")
 
@@ -557,8 +577,6 @@ def _cross_checks(c: dict) -> None:
             raise ConfigError(f"wavefunction.factors.{i}.decay: required unless the potential "
                               "is coulomb (where it defaults to the nuclear charge)")
     _grid_checks(c)
-    if c["optimizer"]["type"] == "adam" and c["optimizer"]["solver"] != "auto":
-        pass  # solver is simply unused by Adam
 
 
 def _grid_checks(c: dict) -> None:

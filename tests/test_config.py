@@ -99,3 +99,20 @@ def test_reference_documents_every_key():
     for key in ["sampler.walkers", "optimizer.shift", "hamiltonian.laplacian",
                 "potential.omega", "wavefunction.factors.N.hidden"]:
         assert f"`{key}" in lines
+
+
+def test_scientific_notation_without_dot_is_a_number(tmp_path):
+    # YAML 1.1 reads 1e-8 as a string; the config accepts it as the number it means.
+    c = config.load(None, ["optimizer.shift=1e-8", "potential.charges=[2E0]"])
+    assert c.optimizer.shift == 1e-8 and c.potential.charges == [2.0]
+    p = tmp_path / "c.yaml"
+    p.write_text("optimizer: {lr: 5e-3}\n")
+    assert config.load(str(p)).optimizer.lr == 5e-3
+
+
+def test_options_may_precede_overrides(tmp_path):
+    from distvmc import cli as cli_mod
+    import argparse
+    args, extra = cli_mod._parser().parse_known_args(
+        ["run", f"{CONFIGS}/hydrogen.yaml", "--out", str(tmp_path), "sampler.walkers=3"])
+    assert args.out == str(tmp_path) and extra == ["sampler.walkers=3"]
