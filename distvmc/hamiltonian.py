@@ -9,13 +9,16 @@ walker's own coordinates. (An outer GradientTape over an inner gradient of a
 batch gives row sums of the Hessian instead: REFERENCE.md section 3.) Three
 methods compute the diagonal exactly and are cross-checked in the tests:
 
+``fwd_over_rev`` (default)
+    For each k, a forward-mode derivative (tangent e_k) of the reverse-mode
+    gradient: the k-th Hessian column, of which entry k is kept. XLA-compiled;
+    the fastest of the three here (benchmarks/helium_sr.py).
 ``fwd_over_fwd``
     Nested forward-mode: for each coordinate k, push the tangent e_k through
-    twice, giving du/dx_k and d^2u/dx_k^2 without any tape. Cheapest for the
-    small N*D of atoms and traps.
-``fwd_over_rev``
-    For each k, a forward-mode derivative (tangent e_k) of the reverse-mode
-    gradient: the k-th Hessian column, of which entry k is kept.
+    twice, giving du/dx_k and d^2u/dx_k^2 without any tape. Runs as a plain
+    graph (see below) and about 3x slower. Its *values* are exact, but in
+    TF 2.21 an outer GradientTape over it returns wrong parameter gradients,
+    so never differentiate a local energy computed this way.
 ``hessian``
     The full per-walker Hessian by ``batch_jacobian`` of the gradient, then
     its diagonal. Memory O(walkers (N D)^2); the reference implementation.
@@ -29,7 +32,7 @@ import tensorflow as tf
 METHODS = ("fwd_over_fwd", "fwd_over_rev", "hessian")
 
 
-def grad_and_diag_hessian(log_abs, x: tf.Tensor, method: str = "fwd_over_fwd"):
+def grad_and_diag_hessian(log_abs, x: tf.Tensor, method: str = "fwd_over_rev"):
     """Gradient and Hessian diagonal of ``log_abs`` per walker.
 
     Args:
@@ -91,7 +94,7 @@ def grad_and_diag_hessian(log_abs, x: tf.Tensor, method: str = "fwd_over_fwd"):
 
 
 def local_energy(log_abs, potential, kinetic_prefactor: np.ndarray, x: tf.Tensor,
-                 method: str = "fwd_over_fwd"):
+                 method: str = "fwd_over_rev"):
     """Local energies, shape (W,), and their kinetic and potential parts.
 
     Args:
@@ -121,7 +124,7 @@ class LocalEnergy:
     (the batch dimension is dynamic).
     """
 
-    def __init__(self, wavefunction, system, method="fwd_over_fwd", chunk_size=16384,
+    def __init__(self, wavefunction, system, method="fwd_over_rev", chunk_size=16384,
                  dtype=tf.float64):
         if method not in METHODS:
             raise ValueError(f"unknown Laplacian method {method!r}; choose one of {METHODS}")

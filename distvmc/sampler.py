@@ -58,28 +58,50 @@ class MetropolisSampler(tf.Module):
         """Recompute log|psi|^2 of the walkers (after the parameters changed)."""
         self._refresh()
 
-    def _sweep(self, i, x, logp, acc):
-        seed = tf.stack([self.key, self.counter + tf.cast(i, tf.int64)])
-        s = tf.random.experimental.stateless_split(seed, 2)
-        prop = x + self.step * tf.random.stateless_normal(tf.shape(x), s[0], dtype=x.dtype)
-        logp_new = 2.0 * self._log_abs(prop)
-        u = tf.random.stateless_uniform(tf.shape(logp), s[1], dtype=x.dtype)
-        accept = tf.math.log(u) < logp_new - logp
-        x = tf.where(accept[:, None, None], prop, x)
-        logp = tf.where(accept, logp_new, logp)
-        return i + 1, x, logp, acc + tf.cast(accept, tf.int64)
+    # Random numbers are drawn for a chunk of sweeps at once (one Philox call
+    # instead of one per sweep: about twice as fast for small walker batches),
+    # at most this many numbers per chunk so memory stays bounded.
+    CHUNK_NUMBERS = 1 << 21
+
+    def _chunk_sweeps(self, n_sweeps: int) -> int:
+        per_sweep = int(np.prod(self.x.shape)) + int(self.x.shape[0])
+        return max(1, min(n_sweeps, self.CHUNK_NUMBERS // per_sweep))
 
     @tf.function(jit_compile=True)
     def _chain(self, n_measure: int, n_sweeps: int):
         """n_measure blocks of n_sweeps sweeps; returns the positions after each
-        block, shape (n_measure, W, N, D), and accepted moves per walker."""
-        ta = tf.TensorArray(self.x.dtype, size=n_measure, element_shape=self.x.shape)
-        acc = tf.zeros(self.x.shape[:1], tf.int64)
+        block, shape (n_measure, W, N, D), and accepted moves per walker.
+
+        Sweep number t of this rank (t = counter, counter + 1, ...) belongs to
+        the chunk of sweeps that starts at t0 and draws its Gaussian proposals
+        and uniforms from the stateless stream seeded by (key, t0).
+        """
+        shape = self.x.shape
+        c = self._chunk_sweeps(n_sweeps)
+        n_chunks = -(-n_sweeps // c)
+        step = self.step.read_value()
+        ta = tf.TensorArray(self.x.dtype, size=n_measure, element_shape=shape)
+        acc = tf.zeros(shape[:1], tf.int64)
         x, logp = self.x.read_value(), self.logp.read_value()
         for m in tf.range(n_measure):
-            _, x, logp, acc = tf.while_loop(
-                lambda i, *_: i < (m + 1) * n_sweeps, self._sweep,
-                (m * n_sweeps, x, logp, acc))
+            for j in tf.range(n_chunks):
+                first = tf.cast(m * n_sweeps + j * c, tf.int64)
+                seeds = tf.random.experimental.stateless_split(
+                    tf.stack([self.key, self.counter + first]), 2)
+                noise = step * tf.random.stateless_normal((c,) + tuple(shape), seeds[0],
+                                                          dtype=x.dtype)
+                log_u = tf.math.log(tf.random.stateless_uniform((c, shape[0]), seeds[1],
+                                                                dtype=x.dtype))
+
+                def sweep(i, x, logp, acc, noise=noise, log_u=log_u):
+                    prop = x + noise[i]
+                    logp_new = 2.0 * self._log_abs(prop)
+                    accept = log_u[i] < logp_new - logp  # NaN proposals are rejected
+                    return (i + 1, tf.where(accept[:, None, None], prop, x),
+                            tf.where(accept, logp_new, logp), acc + tf.cast(accept, tf.int64))
+
+                k = tf.minimum(c, n_sweeps - j * c)
+                _, x, logp, acc = tf.while_loop(lambda i, *_: i < k, sweep, (0, x, logp, acc))
             ta = ta.write(m, x)
         self.x.assign(x)
         self.logp.assign(logp)

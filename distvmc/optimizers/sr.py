@@ -37,17 +37,23 @@ def solve_shifted(a: np.ndarray, b: np.ndarray, shift: float) -> tuple[np.ndarra
     the shift, or "eigh-pinv" for the pseudo-inverse fallback.
     """
     n = a.shape[0]
-    scale = max(float(np.max(np.abs(np.diag(a)))) if n else 0.0, 1e-300)
+    idx = np.diag_indices(n)
+    diag = a[idx].copy()
+    scale = max(float(np.max(np.abs(diag))) if n else 0.0, 1e-300)
+    m = np.empty_like(a)
     for k, s in enumerate((shift, shift * 10, shift * 100)):
-        m = a + max(s, 0.0) * np.eye(n)
+        np.copyto(m, a)  # the factorization overwrites m; a stays intact for retries
+        m[idx] = diag + max(s, 0.0)
         try:
-            c = scipy.linalg.cho_factor(m, lower=True, check_finite=False)
+            c = scipy.linalg.cho_factor(m, lower=True, overwrite_a=True, check_finite=False)
             x = scipy.linalg.cho_solve(c, b, check_finite=False)
         except (np.linalg.LinAlgError, ValueError):
             continue
         if np.all(np.isfinite(x)):
             return x, "cholesky" if k == 0 else f"cholesky(shift={s:.3g})"
-    w, v = np.linalg.eigh(a + max(shift, 0.0) * np.eye(n))
+    np.copyto(m, a)
+    m[idx] = diag + max(shift, 0.0)
+    w, v = scipy.linalg.eigh(m, overwrite_a=True, check_finite=False)
     keep = w > 1e-12 * max(scale, float(w.max()) if w.size else 0.0)
     x = v[:, keep] @ ((v[:, keep].T @ b) / w[keep])
     return x, "eigh-pinv"
@@ -114,7 +120,8 @@ class SR:
             s_sum, f_sum = self.comm.allreduce_many([s_loc, f_loc])
             t2 = time.perf_counter()
             if self.comm.rank == 0:
-                delta, how = solve_shifted(s_sum / n, f_sum / n, shift)
+                s_sum /= n  # in place: S is P x P
+                delta, how = solve_shifted(s_sum, f_sum / n, shift)
             else:
                 delta, how = np.empty(self.wf.n_parameters), ""
             delta = self.comm.bcast(delta)
