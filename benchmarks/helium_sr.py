@@ -11,9 +11,7 @@ dense SR in float64. The same at about 1k and 20k parameters.
 from __future__ import annotations
 
 import argparse
-import time
 
-import numpy as np
 
 from _common import CONFIGS, best_of, build, fmt_phases, time_iterations
 

@@ -26,7 +26,7 @@ def main():
           f"measurements x 100 sweeps per iteration")
     t = time_iterations(vmc, args.iterations, warmup=2)
     print(f"  {fmt_phases(t)}")
-    print(f"  target 0.16 s; the lecture's own TensorFlow code: about 3.2 s on this machine")
+    print("  target 0.16 s; the lecture's own TensorFlow code: about 3.2 s on this machine")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 

@@ -54,7 +54,6 @@ found states, written to the run directory by :func:`run_states`.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -92,24 +91,6 @@ def _references(cfg) -> list:
     if cfg.excited.reference_energies is not None:
         return list(cfg.excited.reference_energies)[:k]
     return [cfg.reference_energy] + [None] * (k - 1)
-
-
-class StateHistory:
-    """Per-iteration records of all states, appended to ``history.csv``."""
-
-    def __init__(self, run_dir: str | None):
-        self.rows: list[dict] = []
-        self.path = os.path.join(run_dir, "history.csv") if run_dir else None
-        if self.path:
-            with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerow(STATE_HISTORY_FIELDS)
-
-    def append(self, row: dict) -> None:
-        self.rows.append(row)
-        if self.path:
-            with open(self.path, "a", newline="") as f:
-                csv.writer(f).writerow([repr(v) if isinstance(v, float) else v
-                                        for v in (row.get(k, "") for k in STATE_HISTORY_FIELDS)])
 
 
 # ----------------------------------------------------------------------------
@@ -548,7 +529,7 @@ def run_states(cfg, comm, config_dir, run_dir) -> int:
     log(f"distvmc {__version__}: {cfg.name}: {cfg.system.particles} particle(s) in "
         f"{cfg.system.dim}D, {k_states} state(s), integrator {cfg.integrator}, optimizer "
         f"{cfg.optimizer.type}; run directory {run_dir}")
-    history = StateHistory(run_dir) if comm.is_root else None
+    history = io.History(run_dir, STATE_HISTORY_FIELDS) if comm.is_root else None
     if comm.is_root:
         io.write_config(run_dir, cfg.to_dict())
     on_it = history.append if history else None

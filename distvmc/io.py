@@ -57,18 +57,19 @@ def write_config(run_dir: str, cfg_dict: dict) -> None:
 class History:
     """Per-iteration records, appended to ``history.csv`` as they arrive."""
 
-    def __init__(self, run_dir: str | None):
+    def __init__(self, run_dir: str | None, fields: list[str] = HISTORY_FIELDS):
         self.rows: list[dict] = []
+        self.fields = list(fields)
         self.path = os.path.join(run_dir, "history.csv") if run_dir else None
         if self.path:
             with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerow(HISTORY_FIELDS)
+                csv.writer(f).writerow(self.fields)
 
     def append(self, row: dict) -> None:
         self.rows.append(row)
         if self.path:
             with open(self.path, "a", newline="") as f:
-                csv.writer(f).writerow([_fmt(row.get(k, "")) for k in HISTORY_FIELDS])
+                csv.writer(f).writerow([_fmt(row.get(k, "")) for k in self.fields])
 
     def rewrite(self, rows: list[dict]) -> None:
         """Replace the file's rows by ``rows`` (after a resume or a rewind), atomically."""
@@ -77,9 +78,9 @@ class History:
             tmp = self.path + ".tmp"
             with open(tmp, "w", newline="") as f:
                 w = csv.writer(f)
-                w.writerow(HISTORY_FIELDS)
+                w.writerow(self.fields)
                 for row in self.rows:
-                    w.writerow([_fmt(row.get(k, "")) for k in HISTORY_FIELDS])
+                    w.writerow([_fmt(row.get(k, "")) for k in self.fields])
             os.replace(tmp, self.path)
 
 

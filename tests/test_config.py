@@ -112,7 +112,6 @@ def test_scientific_notation_without_dot_is_a_number(tmp_path):
 
 def test_options_may_precede_overrides(tmp_path):
     from distvmc import cli as cli_mod
-    import argparse
     args, extra = cli_mod._parser().parse_known_args(
         ["run", f"{CONFIGS}/hydrogen.yaml", "--out", str(tmp_path), "sampler.walkers=3"])
     assert args.out == str(tmp_path) and extra == ["sampler.walkers=3"]

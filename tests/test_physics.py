@@ -1,7 +1,6 @@
 """Optimization reaches exact ground states (zero-variance principle)."""
 
 import numpy as np
-import pytest
 
 from distvmc import config
 from distvmc.driver import VMC

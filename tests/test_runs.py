@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 
 import h5py
 import numpy as np
