@@ -2,7 +2,7 @@
 # horovodrun.sh -- run distvmc on NP Horovod ranks (distributed.backend=horovod).
 #
 # Usage:
-#   launch/horovodrun.sh NP CONFIG [--out DIR] [key=value ...]
+#   launch/horovodrun.sh NP CONFIG [key=value ...] [--out DIR]
 #   e.g. launch/horovodrun.sh 2 configs/hydrogen.yaml sampler.walkers=2048
 #
 # Default: launches the ranks with `mpirun` directly:
@@ -48,6 +48,11 @@ export TF_NUM_INTEROP_THREADS=${TF_NUM_INTEROP_THREADS:-2}
 
 if [[ "${DISTVMC_USE_HOROVODRUN:-0}" == 1 ]]; then
     command -v horovodrun >/dev/null 2>&1 || { echo "horovodrun.sh: horovodrun not found on PATH" >&2; exit 127; }
+    if "${MPIRUN:-mpirun}" --version 2>/dev/null | grep -q 'Open MPI) 5'; then
+        echo "horovodrun.sh: warning: mpirun is Open MPI 5; horovodrun 0.28.1 passes it" \
+             "Open MPI 4 flags and usually fails ('unable to find the specified" \
+             "executable'). Unset DISTVMC_USE_HOROVODRUN to launch with mpirun." >&2
+    fi
     LAUNCH=(horovodrun -np "$NP")
     if [[ -n "${HOROVODRUN_ARGS:-}" ]]; then
         read -r -a EXTRA <<<"$HOROVODRUN_ARGS"

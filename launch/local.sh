@@ -2,7 +2,7 @@
 # local.sh -- run distvmc in a single process (no MPI, no Horovod).
 #
 # Usage:
-#   launch/local.sh [CONFIG] [--out DIR] [key=value ...]
+#   launch/local.sh [CONFIG] [key=value ...] [--out DIR]
 #   e.g. launch/local.sh configs/hydrogen.yaml sampler.walkers=2048
 #
 # All arguments go to `distvmc run` unchanged; the backend is whatever the

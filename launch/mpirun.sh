@@ -2,7 +2,7 @@
 # mpirun.sh -- run distvmc on NP MPI ranks (mpi4py backend) with `mpirun`.
 #
 # Usage:
-#   launch/mpirun.sh NP CONFIG [--out DIR] [key=value ...]
+#   launch/mpirun.sh NP CONFIG [key=value ...] [--out DIR]
 #   e.g. launch/mpirun.sh 2 configs/hydrogen.yaml sampler.walkers=2048
 #
 # Runs:  mpirun -np NP --oversubscribe [--allow-run-as-root] \

