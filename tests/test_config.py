@@ -115,3 +115,13 @@ def test_options_may_precede_overrides(tmp_path):
     args, extra = cli_mod._parser().parse_known_args(
         ["run", f"{CONFIGS}/hydrogen.yaml", "--out", str(tmp_path), "sampler.walkers=3"])
     assert args.out == str(tmp_path) and extra == ["sampler.walkers=3"]
+
+
+def test_readme_configuration_reference_is_current():
+    # Regenerate with: distvmc config --reference (between the README markers).
+    import os
+    from conftest import ROOT
+    text = open(os.path.join(ROOT, "README.md")).read()
+    block = text.split("<!-- config-reference:start -->")[1].split("<!-- config-reference:end -->")[0]
+    for line in config.reference():
+        assert line in block, f"README reference lacks: {line}"
