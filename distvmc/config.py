@@ -340,8 +340,9 @@ SCHEMA: dict[str, Any] = {
                             min=0.0, open_min=True),
     },
     "hamiltonian": {
-        "laplacian": Choice("fwd_over_rev", "exact Laplacian method (all three agree; "
-                            "fwd_over_rev is fastest here)", ["fwd_over_rev", "hessian", "fwd_over_fwd"]),
+        "laplacian": Choice("hessian", "exact Laplacian method (all three agree; "
+                            "hessian is XLA-compiled and fastest here)",
+                            ["hessian", "fwd_over_rev", "fwd_over_fwd"]),
         "chunk_size": Int(16384, "walkers per local-energy / Jacobian batch (bounds memory)", min=1),
     },
     "optimizer": {

@@ -9,19 +9,19 @@ walker's own coordinates. (An outer GradientTape over an inner gradient of a
 batch gives row sums of the Hessian instead: REFERENCE.md section 3.) Three
 methods compute the diagonal exactly and are cross-checked in the tests:
 
-``fwd_over_rev`` (default)
+``hessian`` (default)
+    The full per-walker Hessian by ``batch_jacobian`` of the gradient, then
+    its diagonal. XLA-compiled; the fastest here (benchmarks/helium_sr.py)
+    for the small N*D of atoms and traps; memory O(walkers (N D)^2).
+``fwd_over_rev``
     For each k, a forward-mode derivative (tangent e_k) of the reverse-mode
-    gradient: the k-th Hessian column, of which entry k is kept. XLA-compiled;
-    the fastest of the three here (benchmarks/helium_sr.py).
+    gradient: the k-th Hessian column, of which entry k is kept.
 ``fwd_over_fwd``
     Nested forward-mode: for each coordinate k, push the tangent e_k through
     twice, giving du/dx_k and d^2u/dx_k^2 without any tape. Runs as a plain
     graph (see below) and about 3x slower. Its *values* are exact, but in
     TF 2.21 an outer GradientTape over it returns wrong parameter gradients,
     so never differentiate a local energy computed this way.
-``hessian``
-    The full per-walker Hessian by ``batch_jacobian`` of the gradient, then
-    its diagonal. Memory O(walkers (N D)^2); the reference implementation.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import tensorflow as tf
 METHODS = ("fwd_over_fwd", "fwd_over_rev", "hessian")
 
 
-def grad_and_diag_hessian(log_abs, x: tf.Tensor, method: str = "fwd_over_rev"):
+def grad_and_diag_hessian(log_abs, x: tf.Tensor, method: str = "hessian"):
     """Gradient and Hessian diagonal of ``log_abs`` per walker.
 
     Args:
@@ -94,7 +94,7 @@ def grad_and_diag_hessian(log_abs, x: tf.Tensor, method: str = "fwd_over_rev"):
 
 
 def local_energy(log_abs, potential, kinetic_prefactor: np.ndarray, x: tf.Tensor,
-                 method: str = "fwd_over_rev"):
+                 method: str = "hessian"):
     """Local energies, shape (W,), and their kinetic and potential parts.
 
     Args:
@@ -124,17 +124,19 @@ class LocalEnergy:
     (the batch dimension is dynamic).
     """
 
-    def __init__(self, wavefunction, system, method="fwd_over_rev", chunk_size=16384,
+    def __init__(self, wavefunction, system, method="hessian", chunk_size=16384,
                  dtype=tf.float64):
         if method not in METHODS:
             raise ValueError(f"unknown Laplacian method {method!r}; choose one of {METHODS}")
         self.chunk_size = chunk_size
         spec = tf.TensorSpec([None, system.particles, system.dim], dtype)
 
-        # XLA speeds up the local energy several times, but with nested forward
-        # accumulators XLA recompiles for every new input (seen with TF 2.21),
-        # so fwd_over_fwd runs as a plain graph.
-        @tf.function(input_signature=[spec], jit_compile=method != "fwd_over_fwd")
+        # XLA speeds up the local energy several times, but only the hessian
+        # method compiles reliably with TF 2.21: with nested forward accumulators
+        # XLA recompiles for every new input, and fwd_over_rev fails to compile
+        # through tf.concat (no gradient for XlaDynamicUpdateSlice). Those two
+        # run as plain graphs.
+        @tf.function(input_signature=[spec], jit_compile=method == "hessian")
         def _eloc(x):
             return local_energy(wavefunction.log_abs, system.potential,
                                 system.kinetic_prefactor, x, method)[0]

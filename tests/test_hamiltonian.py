@@ -179,3 +179,17 @@ def test_user_potential_missing_module_is_a_config_error(tmp_path):
     cfg = config.load(None, ["potential.type=user", "potential.function=nosuchmod:v"])
     with pytest.raises(ConfigError, match="cannot import module 'nosuchmod'"):
         build_system(cfg, config_dir=str(tmp_path))
+
+
+def test_compiled_local_energy_of_every_bundled_ansatz_agrees_across_methods(rng):
+    """The compiled LocalEnergy (XLA where used) works for the bundled configs'
+    wavefunctions, e.g. helium's symmetrized MLP on distances, and all methods agree."""
+    from conftest import CONFIGS
+    for name in ["helium", "hydrogen", "harmonic_oscillator_3d"]:
+        cfg = config.load(f"{CONFIGS}/{name}.yaml")
+        system = build_system(cfg)
+        wf = build_wavefunction(cfg, system)
+        x = rng.standard_normal((37, system.particles, system.dim))
+        es = [LocalEnergy(wf, system, m)(x) for m in METHODS]
+        for e in es[1:]:
+            np.testing.assert_allclose(e, es[0], rtol=1e-10, atol=1e-10, err_msg=name)
