@@ -65,10 +65,6 @@ def _split_config_arg(args):
     return args
 
 
-def _quiet_tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 def cmd_run(args) -> int:
     from distvmc import preemption
 
@@ -93,7 +89,6 @@ def cmd_run(args) -> int:
     from distvmc import checkpoint
 
     checkpoint.check_min_free(cfg.output.dir, cfg.checkpoint.min_free_mb)  # before TensorFlow
-    _quiet_tensorflow()
     from distvmc import io, results
     from distvmc.comm import make_communicator
     from distvmc.driver import VMC, NonFiniteEnergyError
@@ -227,7 +222,6 @@ def cmd_evaluate(args) -> int:
     params = os.path.join(args.run_dir, "params.h5")
     if not os.path.exists(params):
         raise ConfigError(f"{params!r} not found: the run did not finish")
-    _quiet_tensorflow()
     from distvmc.comm import make_communicator
     from distvmc.driver import VMC
 
