@@ -624,6 +624,7 @@ def plot_states(run_dir: str, out_dir: str | None, plt) -> list[str]:
                    one image per state in 2D
     """
     from distvmc.io import read_history
+    from distvmc.plot import saver
 
     out_dir = out_dir or os.path.join(run_dir, "plots")
     os.makedirs(out_dir, exist_ok=True)
@@ -634,13 +635,7 @@ def plot_states(run_dir: str, out_dir: str | None, plt) -> list[str]:
             summary = json.load(f)
     name = summary.get("name", os.path.basename(os.path.normpath(run_dir)))
     written = []
-
-    def save(fig, fname):
-        path = os.path.join(out_dir, fname)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+    save = saver(plt, out_dir, written)
 
     states = sorted({int(r["state"]) for r in rows if r.get("state") is not None})
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]

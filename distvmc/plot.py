@@ -38,6 +38,19 @@ def _pyplot():
     return plt
 
 
+def saver(plt, out_dir: str, written: list[str]):
+    """A function save(fig, filename) that writes fig as a PNG into out_dir,
+    closes it and appends the path to ``written``."""
+    def save(fig, fname):
+        path = os.path.join(out_dir, fname)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+
+    return save
+
+
 def _column(rows: list[dict], key: str) -> np.ndarray:
     out = []
     for r in rows:
@@ -87,13 +100,7 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
     ref = cfg.get("reference_energy")
     it = _column(rows, "iteration")
     written = []
-
-    def save(fig, fname):
-        path = os.path.join(out_dir, fname)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+    save = saver(plt, out_dir, written)
 
     # Energy with error band, reference and evaluation.
     e, err = _column(rows, "energy"), _column(rows, "energy_err")
