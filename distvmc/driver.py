@@ -209,17 +209,16 @@ class VMC:
                "t_sample": t1 - t0, "t_eloc": t2 - t1}
         if st.nonfinite > 0:
             return self._rewind(rec, st, start)  # not a history record
-        else:
-            self.last_good = start
-            t3 = time.perf_counter()
-            info = self.optimizer.step(x, e, lr)
-            self.sampler.refresh()
-            rec["t_optimizer"] = time.perf_counter() - t3
-            rec.update({f"t_{k}": v for k, v in getattr(self.optimizer, "timings", {}).items()})
-            rec["update_norm"] = info.get("update_norm", float("nan"))
-            rec["solve"] = info.get("skipped") or info["solve"] or info["solver"]
-            if info.get("solve", "").startswith(("cholesky(", "eigh")):
-                self.log(f"note: iteration {self.iteration}: SR solve fell back to {info['solve']}")
+        self.last_good = start
+        t3 = time.perf_counter()
+        info = self.optimizer.step(x, e, lr)
+        self.sampler.refresh()
+        rec["t_optimizer"] = time.perf_counter() - t3
+        rec.update({f"t_{k}": v for k, v in self.optimizer.timings.items()})
+        rec["update_norm"] = info.get("update_norm", float("nan"))
+        rec["solve"] = info.get("skipped") or info["solve"] or info["solver"]
+        if info.get("solve", "").startswith(("cholesky(", "eigh")):
+            self.log(f"note: iteration {self.iteration}: SR solve fell back to {info['solve']}")
         self.iteration += 1
         rec["seconds"] = time.perf_counter() - t0
         self.history.append(rec)

@@ -24,8 +24,9 @@ from distvmc.comm.base import Communicator
 from distvmc.comm.single import SingleProcess
 from distvmc.config import ConfigError
 
-LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE",
-                 "SLURM_STEP_NUM_TASKS", "HOROVOD_SIZE")
+# Rank-count variables of the launchers, in the order they are trusted.
+LAUNCHER_VARS = ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE",
+                 "SLURM_STEP_NUM_TASKS")
 
 INSTALL_HINT = {
     "mpi": "pip install 'distvmc[mpi]' (mpi4py and Open MPI), or use "
@@ -45,8 +46,7 @@ def launcher_size(env=None) -> int:
     is one process even when the job has several tasks.
     """
     env = os.environ if env is None else env
-    for var in ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE",
-                "SLURM_STEP_NUM_TASKS"):
+    for var in LAUNCHER_VARS:
         if env.get(var):
             return int(env[var])
     if env.get("SLURM_NTASKS") and (env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID")):
