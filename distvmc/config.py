@@ -8,319 +8,67 @@ into :class:`Section` objects (attribute access, plain Python values) or raises
 :class:`ConfigError` whose message names the key, the value and what is
 allowed, on one line.
 
+The fields of each wavefunction factor and each potential are declared next to
+their code and registered (:data:`distvmc.wavefunctions.FACTORS`,
+:data:`distvmc.systems.POTENTIALS`); the schema machinery is
+:mod:`distvmc.schema`. The ``system`` section is resolved into particle
+species (:mod:`distvmc.systems.species`).
+
 This module must not import TensorFlow: the command line validates a config
-before paying for TensorFlow's start-up.
+before paying for TensorFlow's start-up. The factor and potential modules it
+imports use :mod:`distvmc.lazytf`.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-import re
+import os
 from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration problem; ``str(err)`` is one line for the user."""
-
-
-# ----------------------------------------------------------------------------
-# Field kinds. Each takes a value and a dotted key and returns the clean value
-# or raises ConfigError.
-# ----------------------------------------------------------------------------
-
-
-class Field:
-    def __init__(self, default, doc: str, required: bool = False):
-        self.default = default
-        self.doc = doc
-        self.required = required
-
-    def check(self, value, key):  # pragma: no cover - overridden
-        return value
-
-    def describe(self) -> str:
-        return ""
-
-
-_SCI = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-def _yaml11_float(value):
-    """YAML 1.1 reads ``1e-8`` (no dot) as a string; accept it as the number it is."""
-    if isinstance(value, str) and _SCI.fullmatch(value.strip()):
-        return float(value)
-    return value
-
-
-def _fail(key, value, allowed):
-    raise ConfigError(f"{key} = {value!r}: {allowed}")
-
-
-class Int(Field):
-    def __init__(self, default, doc, min=None, max=None, **kw):
-        super().__init__(default, doc, **kw)
-        self.min, self.max = min, max
-
-    def describe(self):
-        lo = f">= {self.min}" if self.min is not None else ""
-        hi = f"<= {self.max}" if self.max is not None else ""
-        return "an integer " + " and ".join(s for s in (lo, hi) if s)
-
-    def check(self, value, key):
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                _fail(key, value, f"must be {self.describe().strip()}")
-        if (self.min is not None and value < self.min) or (
-            self.max is not None and value > self.max
-        ):
-            _fail(key, value, f"must be {self.describe()}")
-        return value
-
-
-class Float(Field):
-    def __init__(self, default, doc, min=None, max=None, open_min=False,
-                 open_max=False, optional=False, **kw):
-        super().__init__(default, doc, **kw)
-        self.min, self.max = min, max
-        self.open_min, self.open_max = open_min, open_max
-        self.optional = optional
-
-    def describe(self):
-        parts = []
-        if self.min is not None:
-            parts.append(("> " if self.open_min else ">= ") + f"{self.min:g}")
-        if self.max is not None:
-            parts.append(("< " if self.open_max else "<= ") + f"{self.max:g}")
-        s = "a number " + " and ".join(parts)
-        return s + (" or null" if self.optional else "")
-
-    def check(self, value, key):
-        if value is None and self.optional:
-            return None
-        value = _yaml11_float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(key, value, f"must be {self.describe().strip()}")
-        value = float(value)
-        if not math.isfinite(value):
-            _fail(key, value, "must be finite")
-        if self.min is not None and (value < self.min or (self.open_min and value == self.min)):
-            _fail(key, value, f"must be {self.describe()}")
-        if self.max is not None and (value > self.max or (self.open_max and value == self.max)):
-            _fail(key, value, f"must be {self.describe()}")
-        return value
-
-
-class Bool(Field):
-    def check(self, value, key):
-        if not isinstance(value, bool):
-            _fail(key, value, "must be true or false")
-        return value
-
-
-class Str(Field):
-    def __init__(self, default, doc, pattern=None, pattern_doc="", **kw):
-        super().__init__(default, doc, **kw)
-        self.pattern, self.pattern_doc = pattern, pattern_doc
-
-    def check(self, value, key):
-        if value is None and not self.required and self.default is None:
-            return None
-        if not isinstance(value, str) or (self.required and not value):
-            _fail(key, value, "must be a non-empty string" + (f" ({self.pattern_doc})" if self.pattern_doc else ""))
-        if self.pattern and not re.fullmatch(self.pattern, value):
-            _fail(key, value, f"must be {self.pattern_doc}")
-        return value
-
-
-class Choice(Field):
-    def __init__(self, default, doc, choices, **kw):
-        super().__init__(default, doc, **kw)
-        self.choices = list(choices)
-
-    def describe(self):
-        return "one of " + ", ".join(map(str, self.choices))
-
-    def check(self, value, key):
-        if value not in self.choices:
-            _fail(key, value, f"must be {self.describe()}")
-        return value
-
-
-class FloatList(Field):
-    """A list of numbers (or a single number, when ``scalar_ok``)."""
-
-    def __init__(self, default, doc, positive=False, scalar_ok=False,
-                 min_len=0, length_of: str | None = None, **kw):
-        super().__init__(default, doc, **kw)
-        self.positive, self.scalar_ok, self.min_len = positive, scalar_ok, min_len
-
-    def check(self, value, key):
-        what = "a positive number or a list of them" if self.scalar_ok else "a list of numbers"
-        if self.scalar_ok and isinstance(value, (int, float)) and not isinstance(value, bool):
-            items, scalar = [value], True
-        elif isinstance(value, (list, tuple)):
-            items, scalar = [_yaml11_float(v) for v in value], False
-        else:
-            _fail(key, value, f"must be {what}")
-        for v in items:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                _fail(key, value, f"must be {what}")
-            if self.positive and v <= 0:
-                _fail(key, value, "must contain only numbers > 0")
-        if len(items) < self.min_len:
-            _fail(key, value, f"must have at least {self.min_len} entries")
-        items = [float(v) for v in items]
-        return items[0] if scalar else items
-
-
-class OptionalFloatList(FloatList):
-    """A :class:`FloatList` that may also be null (its default)."""
-
-    def check(self, value, key):
-        return None if value is None else super().check(value, key)
-
-
-class IntList(Field):
-    def check(self, value, key):
-        if not isinstance(value, (list, tuple)) or any(
-            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value
-        ):
-            _fail(key, value, "must be a list of positive integers, e.g. [64, 64]")
-        return list(value)
-
-
-class Matrix(Field):
-    """A list of equal-length lists of numbers (e.g. nuclear positions)."""
-
-    def check(self, value, key):
-        ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
-            isinstance(r, (list, tuple)) and len(r) == len(value[0])
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)
-            for r in value
-        )
-        if not ok:
-            _fail(key, value, "must be a non-empty list of coordinate lists, e.g. [[0, 0, 0]]")
-        return [[float(v) for v in r] for r in value]
-
-
-class Mapping(Field):
-    def check(self, value, key):
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            _fail(key, value, "must be a mapping of names to values")
-        return dict(value)
-
-
-class Variant:
-    """A mapping whose allowed keys depend on its ``type`` key."""
-
-    def __init__(self, default_type: str, doc: str, variants: dict[str, dict]):
-        self.default_type, self.doc, self.variants = default_type, doc, variants
-
-    def defaults(self, type_=None):
-        type_ = type_ or self.default_type
-        out = {"type": type_}
-        out.update(_defaults(self.variants[type_]))
-        return out
-
-
-class ListOf:
-    """A non-empty list of Variant mappings."""
-
-    def __init__(self, item: Variant, default: list, doc: str):
-        self.item, self.default, self.doc = item, default, doc
-
+from distvmc.schema import (  # noqa: F401  (re-exported: the config's public vocabulary)
+    Bool, Choice, ConfigError, Field, Float, FloatList, Int, IntList, ListOf, Mapping, Matrix,
+    OptionalFloatList, Records, Section, Str, Variant, defaults_of, fail, reference_lines,
+    validate_section)
+from distvmc.systems import POTENTIALS
+from distvmc.systems import species as species_mod
+from distvmc.wavefunctions import FACTORS, changes_sign, is_antisymmetric
 
 # ----------------------------------------------------------------------------
 # The schema. Defaults describe the hydrogen atom with an MLP times an
 # exponential envelope, optimized by stochastic reconfiguration.
 # ----------------------------------------------------------------------------
 
-ACTIVATIONS = ["tanh", "softplus", "sigmoid", "silu", "gelu", "cos"]
-
-FACTOR = Variant("mlp", "one factor of psi; log|psi| is the sum of the factors' logs", {
-    "mlp": {
-        "hidden": IntList([16, 24], "hidden layer widths"),
-        "activation": Choice("tanh", "hidden-layer nonlinearity", ACTIVATIONS),
-        "inputs": Choice("coords", "coords: raw coordinates (N*D inputs); distances: "
-                         "particle-centre distances and pair distances (rotation invariant)",
-                         ["coords", "distances"]),
-        "symmetrize": Bool(False, "sum the network over all particle permutations "
-                           "(bosonic symmetry; at most 4 particles, use deepsets beyond)"),
-        "output_scale": Float(0.1, "scale of the last layer's initial weights", min=0.0),
-        "init": Choice("glorot", "weight initialisation", ["glorot", "he", "normal"]),
-        "signed": Bool(False, "the network output f is the amplitude itself: log|f| and "
-                       "sign(f), so psi can have nodes (excited states)"),
-    },
-    "deepsets": {
-        "phi": IntList([32, 32], "per-particle network widths (last one is the latent size)"),
-        "rho": IntList([32], "hidden widths of the network on the pooled latent vector"),
-        "activation": Choice("tanh", "nonlinearity", ACTIVATIONS),
-        "output_scale": Float(0.1, "scale of the last layer's initial weights", min=0.0),
-        "init": Choice("glorot", "weight initialisation", ["glorot", "he", "normal"]),
-    },
-    "jastrow": {
-        "cusp": Float(None, "pair cusp a in u(r) = a r / (1 + b r); null: 1/(D-1) for "
-                      "Coulomb-interacting particles, else trainable from 0", optional=True),
-        "b": Float(1.0, "initial Pade parameter b (trainable, kept positive)", min=0.0, open_min=True),
-    },
-    "gaussian_envelope": {
-        "alpha": Float(0.5, "initial width parameter: log psi = -alpha * sum |x|^2", min=0.0, open_min=True),
-        "trainable": Bool(True, "optimize alpha"),
-    },
-    "exp_envelope": {
-        "decay": Float(None, "initial decay a in exp(-a r) per nucleus; null: the nuclear "
-                       "charge (nuclear cusp)", optional=True, min=0.0, open_min=True),
-        "trainable": Bool(True, "optimize the decay (false keeps the exact nuclear cusp)"),
-    },
-})
+FACTOR = Variant("mlp", "one factor of psi; log|psi| is the sum of the factors' logs", FACTORS)
 
 SCHEMA: dict[str, Any] = {
-    "name": Str("hydrogen", "run name, used for the run directory"),
+    "name": Str("hydrogen", "run name, used for the run directory (default: the config "
+                "file's stem; hydrogen, the default job, without a file)"),
     "seed": Int(0, "random seed; each rank derives its own stream from (seed, rank)", min=0),
     "integrator": Choice("sampling", "how energies are integrated: sampling (Metropolis, any "
                          "dimension) or grid (quadrature on a box, total dimension N*D <= 2)",
                          ["sampling", "grid"]),
     "precision": Choice("float64", "floating-point precision of the wavefunction and energies",
                         ["float64", "float32"]),
-    "reference_energy": Float(-0.5, "exact or best-known energy, for reports and plots", optional=True),
+    "reference_energy": Float(None, "exact or best-known energy, for reports and plots "
+                              "(null: none)", optional=True),
     "system": {
-        "particles": Int(1, "number of particles N", min=1),
+        "particles": Int(None, "number of particles N: shorthand for one group (with a coulomb "
+                         "potential N electrons, ceil(N/2) spin up then floor(N/2) down; else N "
+                         "spinless bosons), or the total of system.species; null: 1 or that total",
+                         min=1, optional=True),
         "dim": Int(3, "spatial dimensions D", min=1, max=3),
-        "mass": FloatList(1.0, "particle mass (one value, or one per particle); "
-                          "kinetic prefactor hbar^2/(2m) per particle", positive=True, scalar_ok=True),
+        "mass": OptionalFloatList(None, "with the particles shorthand: particle mass (one value, "
+                                  "or one per particle; null: 1); with species: null (masses "
+                                  "are per group)", positive=True, scalar_ok=True),
         "hbar": Float(1.0, "Planck's constant in the chosen units (1 in atomic units; "
                       "197.327 MeV fm with masses in MeV)", min=0.0, open_min=True),
+        "species": Records(None, "groups of identical particles, numbered group after group "
+                           "(null: from system.particles); the resolved config always lists them",
+                           species_mod.FIELDS),
     },
-    "potential": Variant("coulomb", "the potential energy V(x)", {
-        "coulomb": {
-            "nuclei": Matrix([[0.0, 0.0, 0.0]], "clamped nuclear positions, one [D] list each"),
-            "charges": FloatList([1.0], "nuclear charges Z, one per nucleus", positive=True, min_len=1),
-            "electron_electron": Bool(True, "include the 1/r_ij repulsion between particles"),
-        },
-        "harmonic": {
-            "omega": FloatList(1.0, "trap frequency (one value, or one per dimension)",
-                               positive=True, scalar_ok=True),
-            "interaction": Choice("none", "pair interaction: none, or coulomb "
-                                  "(coupling/r_ij; quantum dots, Hooke's atom)", ["none", "coulomb"]),
-            "coupling": Float(1.0, "strength of the pair interaction", min=0.0),
-        },
-        "user": {
-            "function": Str(None, "module:function computing V from positions "
-                            "[walkers, N, D] to energies [walkers]", required=True,
-                            pattern=r"[A-Za-z_][\w.]*:[A-Za-z_]\w*",
-                            pattern_doc="of the form module:function"),
-            "params": Mapping({}, "keyword arguments passed to the function"),
-            "path": Str(None, "directory added to the import path (default: the config's directory)"),
-        },
-        "none": {},
-    }),
+    "potential": Variant("coulomb", "the potential energy V(x)", POTENTIALS),
     "wavefunction": {
         "factors": ListOf(FACTOR, [
             {"type": "mlp"},
@@ -424,161 +172,40 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-# ----------------------------------------------------------------------------
-# Section: read-only attribute view of a validated mapping.
-# ----------------------------------------------------------------------------
-
-
-class Section:
-    def __init__(self, data: dict):
-        object.__setattr__(self, "_data", data)
-
-    def __getattr__(self, name):
-        try:
-            v = self._data[name]
-        except KeyError:
-            raise AttributeError(name) from None
-        return _wrap(v)
-
-    def __getitem__(self, name):
-        return _wrap(self._data[name])
-
-    def __contains__(self, name):
-        return name in self._data
-
-    def __iter__(self):
-        return iter(self._data)
-
-    def keys(self):
-        return self._data.keys()
-
-    def items(self):
-        return [(k, _wrap(v)) for k, v in self._data.items()]
-
-    def __setattr__(self, name, value):
-        raise AttributeError("configuration is read-only")
-
-    def get(self, name, default=None):
-        return _wrap(self._data.get(name, default))
-
-    def to_dict(self) -> dict:
-        return copy.deepcopy(self._data)
-
-    def __repr__(self):
-        return f"Section({self._data!r})"
-
-
-def _wrap(v):
-    if isinstance(v, dict):
-        return Section(v)
-    if isinstance(v, list) and v and isinstance(v[0], dict):
-        return [Section(x) for x in v]
-    return v
-
-
-# ----------------------------------------------------------------------------
-# Defaults, validation, loading, overrides.
-# ----------------------------------------------------------------------------
-
-
-def _defaults(schema) -> dict:
-    out = {}
-    for k, spec in schema.items():
-        if isinstance(spec, dict):
-            out[k] = _defaults(spec)
-        elif isinstance(spec, Variant):
-            out[k] = spec.defaults()
-        elif isinstance(spec, ListOf):
-            out[k] = [spec.item.defaults(d["type"]) | {kk: vv for kk, vv in d.items()}
-                      for d in spec.default]
-        else:
-            out[k] = copy.deepcopy(spec.default)
-    return out
-
-
-def defaults() -> dict:
-    """The full default tree (the bundled hydrogen job)."""
-    return _defaults(SCHEMA)
-
-
-def _validate_variant(spec: Variant, value, key):
-    if not isinstance(value, dict):
-        _fail(key, value, "must be a mapping with a 'type' key")
-    type_ = value.get("type", spec.default_type)
-    if type_ not in spec.variants:
-        _fail(f"{key}.type", type_, "must be one of " + ", ".join(spec.variants))
-    fields = spec.variants[type_]
-    out = {"type": type_}
-    for k, v in value.items():
-        if k == "type":
-            continue
-        if k not in fields:
-            allowed = ", ".join(fields) or "no other keys"
-            raise ConfigError(f"{key}.{k}: unknown key for type '{type_}' (allowed: {allowed})")
-    for k, f in fields.items():
-        if k in value:
-            out[k] = f.check(value[k], f"{key}.{k}")
-        elif f.required:
-            raise ConfigError(f"{key}.{k}: required for type '{type_}' ({f.doc})")
-        else:
-            out[k] = copy.deepcopy(f.default)
-    return out
-
-
-def _validate(schema: dict, value, prefix: str) -> dict:
-    if not isinstance(value, dict):
-        _fail(prefix or "config", value, "must be a mapping")
-    for k in value:
-        if k not in schema:
-            where = f"{prefix}.{k}" if prefix else str(k)
-            allowed = ", ".join(schema)
-            raise ConfigError(f"{where}: unknown key (allowed here: {allowed})")
-    out = {}
-    for k, spec in schema.items():
-        key = f"{prefix}.{k}" if prefix else k
-        if isinstance(spec, dict):
-            out[k] = _validate(spec, value.get(k, {}) or {}, key)
-        elif isinstance(spec, Variant):
-            out[k] = _validate_variant(spec, value.get(k, {"type": spec.default_type}), key)
-        elif isinstance(spec, ListOf):
-            items = value.get(k, _defaults({k: spec})[k])
-            if not isinstance(items, list) or not items:
-                _fail(key, items, "must be a non-empty list of mappings with a 'type' key")
-            out[k] = [_validate_variant(spec.item, it, f"{key}.{i}") for i, it in enumerate(items)]
-        elif k in value:
-            out[k] = spec.check(value[k], key)
-        elif spec.required:
-            raise ConfigError(f"{key}: required ({spec.doc})")
-        else:
-            out[k] = copy.deepcopy(spec.default)
-    return out
-
-
 def _cross_checks(c: dict) -> None:
-    """Checks that involve several keys."""
-    s, p = c["system"], c["potential"]
-    n, d = s["particles"], s["dim"]
-    if isinstance(s["mass"], list) and len(s["mass"]) != n:
-        raise ConfigError(f"system.mass has {len(s['mass'])} entries: must be one number "
-                          f"or one per particle ({n})")
-    if p["type"] == "coulomb":
-        if len(p["nuclei"]) != len(p["charges"]):
-            raise ConfigError(f"potential.charges has {len(p['charges'])} entries but "
-                              f"potential.nuclei has {len(p['nuclei'])}: need one charge per nucleus")
-        if len(p["nuclei"][0]) != d:
-            raise ConfigError(f"potential.nuclei: positions have {len(p['nuclei'][0])} "
-                              f"coordinates but system.dim = {d}")
-    if p["type"] == "harmonic" and isinstance(p["omega"], list) and len(p["omega"]) != d:
-        raise ConfigError(f"potential.omega has {len(p['omega'])} entries: must be one "
-                          f"number or one per dimension ({d})")
-    for i, f in enumerate(c["wavefunction"]["factors"]):
-        if f["type"] == "mlp" and f["symmetrize"] and n > 4:
-            raise ConfigError(f"wavefunction.factors.{i}.symmetrize: {n} particles means "
-                              f"{n}! permutations; use a deepsets factor beyond 4 particles")
-        if f["type"] == "exp_envelope" and p["type"] != "coulomb" and f["decay"] is None:
-            raise ConfigError(f"wavefunction.factors.{i}.decay: required unless the potential "
-                              "is coulomb (where it defaults to the nuclear charge)")
+    """Checks that involve several keys (after the system is resolved into species)."""
+    p = c["potential"]
+    check = POTENTIALS.entry(p["type"]).check
+    if check is not None:
+        check(p, c, "potential")
+    factors = c["wavefunction"]["factors"]
+    for i, f in enumerate(factors):
+        check = FACTORS.entry(f["type"]).check
+        if check is not None:
+            check(f, c, f"wavefunction.factors.{i}")
+    _statistics_check(c)
     _grid_checks(c)
+
+
+def _statistics_check(c: dict) -> None:
+    """Two or more identical fermions need an antisymmetric factor (a determinant).
+
+    Without one, psi is symmetric in the group and the optimization converges to the
+    bosonic state, below the true fermionic ground state (lithium: below -7.478).
+    """
+    groups = c["system"]["species"]
+    factors = c["wavefunction"]["factors"]
+    if any(is_antisymmetric(f) for f in factors):
+        return
+    for k in species_mod.fermion_groups(groups):
+        have = ", ".join(f["type"] for f in factors)
+        anti = [name for name in FACTORS if FACTORS.entry(name).meta.get("antisymmetric")]
+        raise ConfigError(
+            f"{species_mod.label(groups, k)} holds {groups[k]['count']} identical fermions "
+            f"(count = {groups[k]['count']}, spin {groups[k]['spin'] or 'null'}) but no factor in "
+            f"wavefunction.factors ({have}) is antisymmetric: psi would be bosonic and its energy "
+            f"below the fermionic ground state; add an antisymmetric (determinant) factor "
+            f"(available: {', '.join(anti) or 'none yet'})")
 
 
 def _grid_checks(c: dict) -> None:
@@ -601,16 +228,27 @@ def _grid_checks(c: dict) -> None:
         raise ConfigError(f"excited.reference_energies has {len(refs)} entries: needs at least "
                           f"one per state (excited.states = {c['excited']['states']})")
     if c["excited"]["states"] > 1 and not any(
-            f["type"] == "mlp" and f["signed"] for f in c["wavefunction"]["factors"]):
+            changes_sign(f) for f in c["wavefunction"]["factors"]):
         raise ConfigError(f"excited.states = {c['excited']['states']}: excited states have "
                           "nodes; add an mlp factor with signed: true to wavefunction.factors")
 
 
+def defaults() -> dict:
+    """The full default tree (the bundled hydrogen job), before the system is resolved."""
+    return defaults_of(SCHEMA)
+
+
 def validate(raw: dict) -> Section:
-    """Validate a raw tree (possibly partial) into a full :class:`Section`."""
+    """Validate a raw tree (possibly partial) into a full :class:`Section`.
+
+    The result's ``to_dict()`` validates again to the same tree (the system is
+    resolved: ``species`` listed, ``particles`` their total, ``mass`` null).
+    """
     if raw is None:
         raw = {}
-    out = _validate(SCHEMA, raw, "")
+    out = validate_section(SCHEMA, raw, "")
+    electrons = POTENTIALS.entry(out["potential"]["type"]).meta.get("electrons", False)
+    species_mod.resolve(out["system"], electrons)
     _cross_checks(out)
     return Section(out)
 
@@ -692,31 +330,34 @@ def load_raw(path: str | None) -> dict:
     return raw
 
 
+def _file_defaults(raw: dict, path: str) -> dict:
+    """What a config file implies: ``name`` defaults to the file's stem, and a user
+    potential's ``path`` becomes absolute (null: the file's directory; relative: to
+    it), so that the resolved config records where the module is."""
+    raw.setdefault("name", os.path.splitext(os.path.basename(path))[0])
+    pot = raw.get("potential")
+    if isinstance(pot, dict) and pot.get("type") == "user":
+        here = os.path.dirname(os.path.abspath(path))
+        where = pot.get("path")
+        if where is None:
+            pot["path"] = here
+        elif isinstance(where, str) and where:
+            pot["path"] = os.path.normpath(os.path.join(here, os.path.expanduser(where)))
+    return raw
+
+
 def load(path: str | None = None, overrides: list[str] = ()) -> Section:
-    """Load, override and validate a config. ``path=None`` is the default job."""
-    return validate(apply_overrides(load_raw(path), list(overrides)))
+    """Load, override and validate a config. ``path=None`` is the default job (hydrogen).
+
+    With a file, ``name`` defaults to the file's stem (``configs/foo.yaml`` -> ``foo``)
+    and a user potential's ``path`` is made absolute (see :func:`_file_defaults`).
+    """
+    raw = apply_overrides(load_raw(path), list(overrides))
+    if path is not None:
+        raw = _file_defaults(raw, path)
+    return validate(raw)
 
 
 def reference(schema: dict | None = None, prefix: str = "") -> list[str]:
     """Markdown lines documenting every key with its default (for the README)."""
-    schema = SCHEMA if schema is None else schema
-    lines = []
-    for k, spec in schema.items():
-        key = f"{prefix}.{k}" if prefix else k
-        if isinstance(spec, dict):
-            lines += reference(spec, key)
-        elif isinstance(spec, Variant):
-            lines.append(f"| `{key}.type` | `{spec.default_type}` | {spec.doc}: "
-                         + ", ".join(spec.variants) + " |")
-            for t, fields in spec.variants.items():
-                for fk, f in fields.items():
-                    lines.append(f"| `{key}.{fk}` ({t}) | `{f.default!r}` | {f.doc} |")
-        elif isinstance(spec, ListOf):
-            lines.append(f"| `{key}` | see configs | {spec.doc}; each item has a `type`: "
-                         + ", ".join(spec.item.variants) + " |")
-            for t, fields in spec.item.variants.items():
-                for fk, f in fields.items():
-                    lines.append(f"| `{key}.N.{fk}` ({t}) | `{f.default!r}` | {f.doc} |")
-        else:
-            lines.append(f"| `{key}` | `{spec.default!r}` | {spec.doc} |")
-    return lines
+    return reference_lines(SCHEMA if schema is None else schema, prefix)

@@ -1,89 +1,66 @@
-"""Physical systems: particles, masses and the potential energy.
+"""Physical systems: particles (species), masses and the potential energy.
 
-A :class:`System` holds everything the Hamiltonian needs apart from the
-wavefunction: the number of particles N, the dimension D, the kinetic
-prefactor hbar^2/(2 m_i) per particle (energy x length^2, e.g. Hartree bohr^2
-or MeV fm^2) and the potential, a function from positions of shape
-(walkers, N, D) to energies of shape (walkers,).
+:func:`build_system` turns the validated ``system`` and ``potential`` sections
+into a :class:`System`. Potential types live one per module and register
+themselves (:func:`register_potential`); importing this package registers the
+built-in ones. No TensorFlow at import time: the config imports this package
+for the potentials' schemas.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 import numpy as np
-import tensorflow as tf
 
-from distvmc.config import Section
+from distvmc.schema import ConfigError, Section
+from distvmc.systems import coulomb, free, harmonic, user  # noqa: F401  (register the potentials)
+from distvmc.systems.base import POTENTIALS, Potential, System, register_potential
+from distvmc.systems.species import Species, pair_cusp
 
-
-@dataclass
-class System:
-    particles: int
-    dim: int
-    kinetic_prefactor: np.ndarray  # hbar^2 / (2 m_i), shape (N,)
-    potential: Callable[[tf.Tensor], tf.Tensor]  # (walkers, N, D) -> (walkers,)
-    centres: np.ndarray = field(default_factory=lambda: np.zeros((1, 1)))  # (K, D)
-    charges: np.ndarray | None = None  # (K,) nuclear charges for Coulomb systems
-    pair_cusp: np.ndarray | None = None  # (N(N-1)/2,) Kato cusp of each pair with a 1/r repulsion
-    name: str = ""
-
-    def initial_walkers(self, rng: np.random.Generator, walkers: int, width: float) -> np.ndarray:
-        """Starting positions, shape (walkers, N, D): particles spread around the centres."""
-        n, d = self.particles, self.dim
-        if self.charges is not None and len(self.charges) > 0:
-            # Place particles on nuclei in proportion to their charge (round robin).
-            order = np.argsort(-self.charges, kind="stable")
-            slots = np.concatenate([np.full(int(max(1, round(z))), i) for i, z in
-                                    zip(order, self.charges[order])])
-            owner = np.resize(slots, n)
-            base = self.centres[owner]
-        else:
-            base = np.zeros((n, d))
-        return base[None] + width * rng.standard_normal((walkers, n, d))
-
-
-def _pair_cusp(mass: np.ndarray, hbar: float, dim: int, coupling: float) -> np.ndarray | None:
-    """Kato cusp du/dr at r_ij = 0 for a repulsion coupling/r: 2 mu_ij coupling / ((D-1) hbar^2).
-
-    Electrons in 3D (mu = 1/2): 1/2. Undefined in one dimension (returns None).
-    """
-    if dim < 2 or len(mass) < 2:
-        return None
-    i, j = np.triu_indices(len(mass), k=1)
-    mu = mass[i] * mass[j] / (mass[i] + mass[j])
-    return 2.0 * mu * coupling / ((dim - 1) * hbar ** 2)
+__all__ = ["POTENTIALS", "Potential", "Species", "System", "build_system", "register_potential"]
 
 
 def build_system(cfg: Section, config_dir: str | None = None) -> System:
-    """The :class:`System` that the ``system`` and ``potential`` sections describe."""
-    from distvmc.systems import coulomb, harmonic, user
+    """The :class:`System` that the ``system`` and ``potential`` sections describe.
+
+    ``config_dir`` is where a user potential's module is looked for when
+    ``potential.path`` is null. The potential is tried on 3 random walkers: a
+    result that is not of shape (walkers,) raises ConfigError (one line).
+    """
+    from distvmc.lazytf import tf
 
     s, p = cfg.system, cfg.potential
-    n, d = s.particles, s.dim
-    mass = np.broadcast_to(np.asarray(s.mass, dtype=np.float64), (n,)).copy()
-    prefactor = s.hbar ** 2 / (2.0 * mass)
-    common = dict(particles=n, dim=d, kinetic_prefactor=prefactor, name=cfg.name)
+    species = tuple(Species.from_dicts(s.to_dict()["species"]))
+    masses = np.repeat([g.mass for g in species], [g.count for g in species]).astype(np.float64)
+    system = System(particles=s.particles, dim=s.dim, kinetic_prefactor=s.hbar ** 2 / (2.0 * masses),
+                    name=cfg.name, species=species, hbar=s.hbar)
     dtype = tf.float64 if cfg.precision == "float64" else tf.float32
-    if p.type == "coulomb":
-        nuclei = np.asarray(p.nuclei, dtype=np.float64)
-        charges = np.asarray(p.charges, dtype=np.float64)
-        return System(potential=coulomb.potential(nuclei, charges, p.electron_electron, dtype),
-                      centres=nuclei, charges=charges,
-                      pair_cusp=_pair_cusp(mass, s.hbar, d, 1.0) if p.electron_electron else None,
-                      **common)
-    if p.type == "harmonic":
-        omega = np.broadcast_to(np.asarray(p.omega, dtype=np.float64), (d,)).copy()
-        return System(potential=harmonic.potential(mass, omega, p.interaction, p.coupling, dtype),
-                      centres=np.zeros((1, d)),
-                      pair_cusp=(_pair_cusp(mass, s.hbar, d, p.coupling)
-                                 if p.interaction == "coulomb" and p.coupling > 0 else None),
-                      **common)
-    if p.type == "user":
-        fn = user.load(p.function, p.params, p.path or config_dir)
-        return System(potential=fn, centres=np.zeros((1, d)), **common)
-    if p.type == "none":
-        return System(potential=lambda x: tf.zeros(tf.shape(x)[:1], dtype=x.dtype),
-                      centres=np.zeros((1, d)), **common)
-    raise ValueError(f"unknown potential type {p.type!r}")  # config validation prevents this
+    pot = POTENTIALS.entry(p.type).builder(p, system, dtype, config_dir)
+    system.potential = pot.energy
+    system.centres = np.zeros((1, s.dim)) if pot.centres is None else np.asarray(pot.centres)
+    system.charges = pot.nuclear_charges
+    if pot.pair_coupling is not None:
+        system.pair_cusp = pair_cusp(list(species), s.dim, s.hbar, pot.pair_coupling)
+    _check_potential(system, p, dtype)
+    return system
+
+
+def _check_potential(system: System, p: Section, dtype) -> None:
+    """Evaluate V on 3 random walkers; a wrong shape is a ConfigError naming the potential."""
+    from distvmc.lazytf import tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((3, system.particles, system.dim)) + 0.1, dtype=dtype)
+    what = f"potential.function = {p.function!r}" if p.type == "user" else f"potential.type = {p.type!r}"
+    try:
+        v = system.potential(x)
+        shape = tuple(np.shape(v))
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of user code becomes one line
+        msg = " ".join(str(e).split())[:300]
+        raise ConfigError(f"{what}: evaluating it on 3 walkers of shape (3, {system.particles}, "
+                          f"{system.dim}) failed: {type(e).__name__}: {msg}") from None
+    if shape != (3,):
+        raise ConfigError(f"{what}: returned shape {shape} for 3 walkers of shape (3, "
+                          f"{system.particles}, {system.dim}); must return one energy per "
+                          f"walker, shape (3,)")

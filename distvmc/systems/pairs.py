@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
+from distvmc.lazytf import tf
 
 
 def pair_indices(n: int) -> tuple[np.ndarray, np.ndarray]:

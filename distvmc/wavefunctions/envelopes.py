@@ -3,19 +3,41 @@
 GaussianEnvelope: log psi = -alpha sum_i |x_i - c|^2 (confinement in traps).
 ExpEnvelope: log psi = sum_i log sum_K exp(-a_K |r_i - R_K|) (atoms and molecules;
 with a_K = Z_K the nuclear cusp is exact for electrons in atomic units).
+Both are positive and symmetric under particle exchange.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
+from distvmc.lazytf import tf
+from distvmc.schema import Bool, ConfigError, Float
 from distvmc.systems.pairs import centre_distances
+from distvmc.wavefunctions.base import Factor, register_factor
+
+GAUSSIAN_FIELDS = {
+    "alpha": Float(0.5, "initial width parameter: log psi = -alpha * sum |x|^2", min=0.0, open_min=True),
+    "trainable": Bool(True, "optimize alpha"),
+}
+
+EXP_FIELDS = {
+    "decay": Float(None, "initial decay a in exp(-a r) per nucleus; null: the nuclear "
+                   "charge (nuclear cusp)", optional=True, min=0.0, open_min=True),
+    "trainable": Bool(True, "optimize the decay (false keeps the exact nuclear cusp)"),
+}
 
 
-class GaussianEnvelope(tf.Module):
-    def __init__(self, system, cfg, dtype, name="gaussian_envelope"):
-        super().__init__(name=name)
+def _check_exp(item: dict, c: dict, key: str) -> None:
+    if c["potential"]["type"] != "coulomb" and item["decay"] is None:
+        raise ConfigError(f"{key}.decay: required unless the potential "
+                          "is coulomb (where it defaults to the nuclear charge)")
+
+
+@register_factor("gaussian_envelope", GAUSSIAN_FIELDS)
+class GaussianEnvelope(Factor):
+    def __init__(self, system, cfg, rng=None, dtype=None, name="gaussian_envelope"):
+        dtype = dtype or tf.float64
+        self.name = name
         self.centre = tf.constant(system.centres[0], dtype=dtype)
         log_alpha = np.log(cfg.alpha)
         if cfg.trainable:
@@ -23,15 +45,17 @@ class GaussianEnvelope(tf.Module):
         else:
             self.log_alpha = tf.constant(log_alpha, dtype=dtype)
 
-    def log_abs(self, x):
-        """x: (W, N, D) -> (W,)."""
+    def signed_log(self, x):
+        """x: (W, N, D) -> (None, (W,))."""
         d = x - self.centre
-        return -tf.exp(self.log_alpha) * tf.reduce_sum(d * d, axis=[1, 2])
+        return None, -tf.exp(self.log_alpha) * tf.reduce_sum(d * d, axis=[1, 2])
 
 
-class ExpEnvelope(tf.Module):
-    def __init__(self, system, cfg, dtype, name="exp_envelope"):
-        super().__init__(name=name)
+@register_factor("exp_envelope", EXP_FIELDS, check=_check_exp)
+class ExpEnvelope(Factor):
+    def __init__(self, system, cfg, rng=None, dtype=None, name="exp_envelope"):
+        dtype = dtype or tf.float64
+        self.name = name
         self.centres = np.asarray(system.centres, dtype=np.float64)
         k = len(self.centres)
         if cfg.decay is not None:
@@ -44,10 +68,10 @@ class ExpEnvelope(tf.Module):
         else:
             self.log_decay = tf.constant(np.log(a), dtype=dtype)
 
-    def log_abs(self, x):
-        """x: (W, N, D) -> (W,)."""
+    def signed_log(self, x):
+        """x: (W, N, D) -> (None, (W,))."""
         r = centre_distances(x, self.centres)  # (W, N, K)
         a = tf.exp(self.log_decay)
         if len(self.centres) == 1:
-            return -tf.reduce_sum(a[0] * r[..., 0], axis=1)
-        return tf.reduce_sum(tf.reduce_logsumexp(-a * r, axis=-1), axis=1)
+            return None, -tf.reduce_sum(a[0] * r[..., 0], axis=1)
+        return None, tf.reduce_sum(tf.reduce_logsumexp(-a * r, axis=-1), axis=1)

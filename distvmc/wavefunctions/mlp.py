@@ -1,7 +1,9 @@
 """Neural-network factors: an MLP on coordinates or distances, and DeepSets.
 
-Both return a scalar log-amplitude per walker. Weights are explicit
-``tf.Variable``s initialised from a NumPy generator (identical on every rank).
+Both return a scalar log-amplitude per walker (positive factors; ``mlp`` with
+``signed: true`` is :class:`~distvmc.wavefunctions.signed.SignedMLP`). Weights
+are explicit ``tf.Variable``s initialised from a NumPy generator (identical on
+every rank). Neither is antisymmetric: fermion groups need a determinant.
 """
 
 from __future__ import annotations
@@ -9,18 +11,42 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import tensorflow as tf
 
+from distvmc.lazytf import tf
+from distvmc.schema import Bool, Choice, ConfigError, Float, IntList
 from distvmc.systems.pairs import centre_distances, pair_distances
+from distvmc.wavefunctions.base import Factor, Module, register_factor
 
-_ACT = {
-    "tanh": tf.tanh,
-    "softplus": tf.nn.softplus,
-    "sigmoid": tf.sigmoid,
-    "silu": tf.nn.silu,
-    "gelu": tf.nn.gelu,
-    "cos": tf.cos,
+ACTIVATIONS = ["tanh", "softplus", "sigmoid", "silu", "gelu", "cos"]
+INITS = ["glorot", "he", "normal"]
+
+MLP_FIELDS = {
+    "hidden": IntList([16, 24], "hidden layer widths"),
+    "activation": Choice("tanh", "hidden-layer nonlinearity", ACTIVATIONS),
+    "inputs": Choice("coords", "coords: raw coordinates (N*D inputs); distances: "
+                     "particle-centre distances and pair distances (rotation invariant)",
+                     ["coords", "distances"]),
+    "symmetrize": Bool(False, "sum the network over all particle permutations "
+                       "(bosonic symmetry; at most 4 particles, use deepsets beyond)"),
+    "output_scale": Float(0.1, "scale of the last layer's initial weights", min=0.0),
+    "init": Choice("glorot", "weight initialisation", INITS),
+    "signed": Bool(False, "the network output f is the amplitude itself: log|f| and "
+                   "sign(f), so psi can have nodes (excited states)"),
 }
+
+DEEPSETS_FIELDS = {
+    "phi": IntList([32, 32], "per-particle network widths (last one is the latent size)"),
+    "rho": IntList([32], "hidden widths of the network on the pooled latent vector"),
+    "activation": Choice("tanh", "nonlinearity", ACTIVATIONS),
+    "output_scale": Float(0.1, "scale of the last layer's initial weights", min=0.0),
+    "init": Choice("glorot", "weight initialisation", INITS),
+}
+
+
+def activation(name: str):
+    """The TensorFlow function of an activation name (one of ACTIVATIONS)."""
+    return {"tanh": tf.tanh, "softplus": tf.nn.softplus, "sigmoid": tf.sigmoid,
+            "silu": tf.nn.silu, "gelu": tf.nn.gelu, "cos": tf.cos}[name]
 
 
 def _init(rng, n_in, n_out, scheme):
@@ -30,11 +56,11 @@ def _init(rng, n_in, n_out, scheme):
     return rng.standard_normal((n_in, n_out)) * std
 
 
-class Dense(tf.Module):
+class Dense(Module):
     """y = x W + b with W of shape (n_in, n_out)."""
 
     def __init__(self, n_in, n_out, rng, dtype, scheme="glorot", scale=1.0, name=None):
-        super().__init__(name=name)
+        self.name = name
         self.w = tf.Variable(_init(rng, n_in, n_out, scheme) * scale, dtype=dtype, name="w")
         self.b = tf.Variable(np.zeros(n_out), dtype=dtype, name="b")
 
@@ -42,16 +68,16 @@ class Dense(tf.Module):
         return tf.matmul(x, self.w) + self.b
 
 
-class Stack(tf.Module):
+class Stack(Module):
     """Dense layers with a nonlinearity between them (none after the last)."""
 
-    def __init__(self, sizes, activation, rng, dtype, scheme, output_scale, name=None):
-        super().__init__(name=name)
+    def __init__(self, sizes, act, rng, dtype, scheme, output_scale, name=None):
+        self.name = name
         n = len(sizes) - 1
         self.layers = [Dense(sizes[k], sizes[k + 1], rng, dtype, scheme,
                              output_scale if k == n - 1 else 1.0, name=f"dense{k}")
                        for k in range(n)]
-        self.act = _ACT[activation]
+        self.act = activation(act)
 
     def __call__(self, h):
         for layer in self.layers[:-1]:
@@ -59,7 +85,21 @@ class Stack(tf.Module):
         return self.layers[-1](h)
 
 
-class MLP(tf.Module):
+def _check_mlp(item: dict, c: dict, key: str) -> None:
+    n = c["system"]["particles"]
+    if item["symmetrize"] and n > 4:
+        raise ConfigError(f"{key}.symmetrize: {n} particles means "
+                          f"{n}! permutations; use a deepsets factor beyond 4 particles")
+
+
+def build_mlp(system, cfg, rng, dtype, name="mlp"):
+    """An :class:`MLP`, or a :class:`~distvmc.wavefunctions.signed.SignedMLP` with ``signed``."""
+    from distvmc.wavefunctions.signed import SignedMLP
+
+    return (SignedMLP if cfg.signed else MLP)(system, cfg, rng, dtype, name=name)
+
+
+class MLP(Factor):
     """log psi = MLP(features(x)); optionally summed over particle permutations.
 
     features: ``coords`` flattens x (N*D inputs); ``distances`` uses |r_i - R_K|
@@ -67,7 +107,7 @@ class MLP(tf.Module):
     """
 
     def __init__(self, system, cfg, rng, dtype, name="mlp"):
-        super().__init__(name=name)
+        self.name = name
         self.inputs = cfg.inputs
         self.centres = np.asarray(system.centres, dtype=np.float64)
         n, d = system.particles, system.dim
@@ -86,8 +126,8 @@ class MLP(tf.Module):
             parts.append(pair_distances(x))
         return tf.concat(parts, axis=1)
 
-    def log_abs(self, x):
-        """x: (W, N, D) -> (W,)."""
+    def network(self, x):
+        """The network output, summed over the permutations; x: (W, N, D) -> (W,)."""
         if len(self.perms) == 1:
             return self.net(self._features(x))[:, 0]
         # All permutations in one batch: (n_perm * W, N, D).
@@ -95,21 +135,30 @@ class MLP(tf.Module):
         out = self.net(self._features(xp))[:, 0]
         return tf.reduce_sum(tf.reshape(out, [len(self.perms), -1]), axis=0)
 
+    def signed_log(self, x):
+        """x: (W, N, D) -> (None, log psi (W,))."""
+        return None, self.network(x)
 
-class DeepSets(tf.Module):
+
+class DeepSets(Factor):
     """Permutation-invariant log psi = rho(sum_i phi(x_i)) for identical bosons."""
 
     def __init__(self, system, cfg, rng, dtype, name="deepsets"):
-        super().__init__(name=name)
+        self.name = name
         d = system.dim
         self.phi = Stack([d, *cfg.phi], cfg.activation, rng, dtype, cfg.init, 1.0, name="phi")
         self.rho = Stack([cfg.phi[-1], *cfg.rho, 1], cfg.activation, rng, dtype, cfg.init,
                          cfg.output_scale, name="rho")
-        self.act = _ACT[cfg.activation]
+        self.act = activation(cfg.activation)
 
-    def log_abs(self, x):
-        """x: (W, N, D) -> (W,)."""
+    def signed_log(self, x):
+        """x: (W, N, D) -> (None, log psi (W,))."""
         n, d = x.shape[1], x.shape[2]
         h = self.act(self.phi(tf.reshape(x, [-1, d])))
         pooled = tf.reduce_sum(tf.reshape(h, [-1, n, h.shape[-1]]), axis=1)
-        return self.rho(pooled)[:, 0]
+        return None, self.rho(pooled)[:, 0]
+
+
+register_factor("mlp", MLP_FIELDS, build_mlp, check=_check_mlp,
+                changes_sign=lambda item: item["signed"])
+register_factor("deepsets", DEEPSETS_FIELDS, DeepSets)

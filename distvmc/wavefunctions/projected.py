@@ -16,43 +16,49 @@ psi = e^m (sign_phi e^{log|phi| - m} - sum_j c_j sign_j e^{log|psi_j| - m}).
 
 from __future__ import annotations
 
-import tensorflow as tf
-
-from distvmc.wavefunctions import Wavefunction
+from distvmc.lazytf import tf
+from distvmc.wavefunctions.wavefunction import Wavefunction
 
 
 class ProjectedWavefunction(Wavefunction):
     """psi(x) = phi(x) - sum_j c_j psi_j(x); parameters: phi's, then c (shape (J,))."""
 
-    _TF_MODULE_IGNORED_PROPERTIES = frozenset(
-        Wavefunction._TF_MODULE_IGNORED_PROPERTIES | {"_lower"})
+    _untracked = ("_lower",)  # frozen states, not parameters
 
     def __init__(self, trial: Wavefunction, lower: list, coefficients, name="projected"):
         super().__init__(trial.factors, trial.config_shape, name=name)
         self.trial = trial
-        self._lower = tuple(lower)  # frozen states, not tracked as parameters
+        self._lower = tuple(lower)
         dtype = trial.parameters[0].dtype
         self.c = tf.Variable(tf.constant(coefficients, dtype=dtype), name="projection")
 
     @property
-    def parameters(self) -> list[tf.Variable]:
-        return list(self.trial.trainable_variables) + [self.c]
+    def parameters(self) -> list:
+        return list(self.trial.parameters) + [self.c]
+
+    @property
+    def variables(self) -> list:
+        return list(self.trial.variables) + [self.c]
 
     def _value(self, x):
         """(psi e^{-m}, m): the scaled amplitude (W,) and the log scale m (W,)."""
-        us = [self.trial.log_abs(x)] + [w.log_abs(x) for w in self._lower]
-        ss = [self.trial.sign(x)] + [w.sign(x) for w in self._lower]
-        m = tf.stop_gradient(tf.reduce_max(tf.stack(us), axis=0))
-        val = ss[0] * tf.exp(us[0] - m)
-        for j, (u, s) in enumerate(zip(us[1:], ss[1:])):
+        parts = [self.trial(x)] + [w(x) for w in self._lower]
+        m = tf.stop_gradient(tf.reduce_max(tf.stack([u for _, u in parts]), axis=0))
+        s0, u0 = parts[0]
+        val = s0 * tf.exp(u0 - m)
+        for j, (s, u) in enumerate(parts[1:]):
             val = val - self.c[j] * s * tf.exp(u - m)
         return val, m
 
+    def __call__(self, x):
+        """x: (W, N, D) -> (sign (W,), log|psi| (W,))."""
+        val, m = self._value(x)
+        return tf.sign(tf.stop_gradient(val)), tf.math.log(tf.abs(val)) + m
+
     def log_abs(self, x):
         """x: (W, N, D) -> (W,)."""
-        val, m = self._value(x)
-        return tf.math.log(tf.abs(val)) + m
+        return self(x)[1]
 
     def sign(self, x):
         """x: (W, N, D) -> (W,)."""
-        return tf.sign(tf.stop_gradient(self._value(x)[0]))  # see SignedMLP.sign
+        return self(x)[0]

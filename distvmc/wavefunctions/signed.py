@@ -22,13 +22,12 @@ any overlap with it.
 
 from __future__ import annotations
 
-import tensorflow as tf
-
+from distvmc.lazytf import tf
 from distvmc.wavefunctions.mlp import MLP
 
 
 class SignedMLP(MLP):
-    """f(x) = 1 + MLP(features(x)); log_abs = log|f|, sign = sign(f), each of shape (walkers,)."""
+    """f(x) = 1 + MLP(features(x)); signed_log = (sign(f), log|f|), each of shape (walkers,)."""
 
     def __init__(self, system, cfg, rng, dtype, name="signed_mlp"):
         super().__init__(system, cfg, rng, dtype, name=name)
@@ -37,18 +36,15 @@ class SignedMLP(MLP):
 
     def amplitude(self, x):
         """f(x) for x of shape (W, N, D); returns (W,)."""
-        if len(self.perms) == 1:
-            return 1.0 + self.net(self._features(x))[:, 0]
-        xp = tf.concat([tf.gather(x, list(p), axis=1) for p in self.perms], axis=0)
-        out = self.net(self._features(xp))[:, 0]
-        return 1.0 + tf.reduce_sum(tf.reshape(out, [len(self.perms), -1]), axis=0)
+        return 1.0 + self.network(x)
 
-    def log_abs(self, x):
-        """x: (W, N, D) -> (W,); -inf exactly on a node."""
-        return tf.math.log(tf.abs(self.amplitude(x)))
+    def signed_log(self, x):
+        """x: (W, N, D) -> (sign in {-1, 0, +1} (W,), log|f| (W,), -inf exactly on a node)."""
+        f = self.amplitude(x)
+        # stop_gradient: sign has derivative 0, and a tangent reaching tf.sign breaks
+        # nested forward accumulators (the fwd_over_fwd Laplacian) in TF 2.21
+        return tf.sign(tf.stop_gradient(f)), tf.math.log(tf.abs(f))
 
     def sign(self, x):
         """x: (W, N, D) -> (W,) in {-1, 0, +1}."""
-        # stop_gradient: sign has derivative 0, and a tangent reaching tf.sign breaks
-        # nested forward accumulators (the fwd_over_fwd Laplacian) in TF 2.21
-        return tf.sign(tf.stop_gradient(self.amplitude(x)))
+        return self.signed_log(x)[0]
