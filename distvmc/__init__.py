@@ -9,3 +9,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 __version__ = "0.1.0"
+
+_API = ("run", "load", "evaluate", "Result")
+
+
+def __getattr__(name):
+    """``distvmc.run``, ``distvmc.load``, ``distvmc.evaluate``, ``distvmc.Result``
+    (:mod:`distvmc.api`), imported on first use so that ``import distvmc`` stays light."""
+    if name in _API:
+        from distvmc import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'distvmc' has no attribute {name!r}")

@@ -1,21 +1,30 @@
-"""The VMC driver: sample, measure, optimize, repeat; then evaluate.
+"""The one training loop: sample -> objective -> preconditioner -> update -> hooks.
 
-One iteration on every rank:
+Every mode (ground state by sampling, excited states by a penalized search,
+grid quadrature) runs through :meth:`Driver.step`. One iteration on every rank:
 
-1. Metropolis: ``samples_per_walker`` measurements per walker, each after
-   ``sweeps_per_sample`` sweeps (compiled, :mod:`distvmc.sampler`).
-2. Local energies with the exact Laplacian (:mod:`distvmc.hamiltonian`).
-3. Statistics from sums added over ranks (:mod:`distvmc.stats`). Non-finite
-   local energies are counted; any at all rewind every rank to the last good
-   state (the start of the previous finite iteration: parameters, walkers,
-   optimizer state; the random streams continue) and the run continues with
-   a smaller learning rate and a larger SR shift (``recovery.*``), at most
-   ``recovery.max_rewinds`` times.
-4. Optimizer step: SR or Adam (:mod:`distvmc.optimizers`); every rank applies
-   the same update; the sampler's cached log|psi|^2 is refreshed.
+1. **objective** (:mod:`distvmc.objectives`): sample and measure (or
+   integrate on the grid); returns the iteration's record and a
+   :class:`~distvmc.optimizers.sr.Gradient`.
+2. **recovery**: non-finite energies rewind every rank to the last good state
+   (the start of the previous finite iteration: parameters, walkers,
+   optimizer state; the random streams continue, so the retry draws fresh
+   numbers) and the run continues with the learning rate times
+   ``recovery.lr_factor`` and the SR shift times ``recovery.shift_factor``, at
+   most ``recovery.max_rewinds`` times (then :class:`NonFiniteEnergyError`).
+   For a deterministic objective (grid) a step that raised the energy is
+   undone the same way and the step size halved (step control; an accepted
+   step grows it by 1.2, up to :data:`MAX_STEP_SCALE`).
+3. **preconditioner** (:mod:`distvmc.optimizers`): SR or Adam gives the
+   direction delta, identical on every rank.
+4. **update**: theta <- theta - lr delta (clipped to ``optimizer.max_update_norm``);
+   the objective refreshes what depends on theta (the sampler's log|psi|^2).
+5. **hooks**: callables on the record, every rank, in order (progress
+   line, history file, TensorBoard, checkpoints and pre-emption signals).
 
-The final energy comes from :meth:`VMC.evaluate`: fresh samples from an
-independent random stream with frozen parameters.
+The driver's :meth:`state` (parameters, optimizer, objective, iteration,
+recovery) is the tree that snapshots, rewinds and checkpoints share
+(:mod:`distvmc.state`).
 """
 
 from __future__ import annotations
@@ -26,20 +35,12 @@ import sys
 import time
 
 import numpy as np
-import tensorflow as tf
 
-from distvmc import observables, stats
-from distvmc.comm import Communicator, SingleProcess
-from distvmc.config import Section
-from distvmc.hamiltonian import LocalEnergy
-from distvmc.optimizers import learning_rate, make_optimizer
-from distvmc.sampler import MetropolisSampler, stream_key
-from distvmc.systems import build_system
-from distvmc.wavefunctions import build_wavefunction
+from distvmc.objectives import NonFiniteEnergyError
+from distvmc.optimizers import learning_rate
+from distvmc.state import copy_tree
 
-
-class NonFiniteEnergyError(RuntimeError):
-    """Non-finite local energies persisted after ``recovery.max_rewinds`` rewinds."""
+MAX_STEP_SCALE = 20.0  # step control (deterministic objectives): lr grows up to this factor
 
 
 def _injected_failure(rank: int, iteration: int) -> None:
@@ -55,7 +56,7 @@ def _injected_failure(rank: int, iteration: int) -> None:
                            f"DISTVMC_FAIL_ITERATION={iteration})")
 
 
-def _fmt_time(seconds: float) -> str:
+def fmt_time(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
     seconds = int(round(seconds))
@@ -64,244 +65,234 @@ def _fmt_time(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
-class VMC:
-    """All state of one variational Monte Carlo run on one rank.
+class Driver:
+    """Optimizes one wavefunction's parameters against one objective.
 
-    Attributes:
-      system, wf (wavefunction), sampler, optimizer: the physics objects.
-      iteration: optimization iterations done.
-      history: list of per-iteration records (dicts).
+    Args:
+      wf: the wavefunction (parameters as a flat vector: ``get_flat``/``set_flat``).
+      objective: :mod:`distvmc.objectives` object.
+      preconditioner: :class:`~distvmc.optimizers.SR` or :class:`~distvmc.optimizers.Adam`.
+      cfg: the validated config (optimizer, recovery sections).
+      comm: the communicator.
+      history: the list the records are appended to (shared by the states of a run).
+      extra: fields added to every record (e.g. {"state": k}).
     """
 
-    def __init__(self, cfg: Section, comm: Communicator | None = None,
-                 config_dir: str | None = None, log=print, wavefunction=None):
-        self.cfg = cfg
-        self.comm = comm or SingleProcess()
-        self.log = log if self.comm.is_root else (lambda *a, **k: None)
-        self.dtype = tf.float64 if cfg.precision == "float64" else tf.float32
-        self.system = build_system(cfg, config_dir)
-        # wavefunction: a prebuilt ansatz (distvmc.excited passes its projected trial states)
-        self.wf = wavefunction or build_wavefunction(cfg, self.system, cfg.seed)
-        h = cfg.hamiltonian
-        self.local_energy = LocalEnergy(self.wf, self.system, h.laplacian, h.chunk_size, self.dtype)
-        self._check_potential()
-        s = cfg.sampler
-        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, self.comm.rank, 1]))
-        x0 = self.system.initial_walkers(rng, s.walkers, s.init_width)
-        self.sampler = MetropolisSampler(self.wf.log_abs, x0, s.step,
-                                         stream_key(cfg.seed, self.comm.rank), self.comm,
-                                         s.target_acceptance, self.dtype)
-        self.optimizer = make_optimizer(cfg.optimizer, self.wf, self.comm, h.chunk_size)
+    def __init__(self, wf, objective, preconditioner, cfg, comm, history=None, extra=None,
+                 log=print):
+        self.wf, self.objective, self.preconditioner = wf, objective, preconditioner
+        self.cfg, self.comm, self.log = cfg, comm, log
+        self.history = history if history is not None else []
+        self.extra = dict(extra or {})
         self.iteration = 0
-        self.thermalized = False
-        self.history: list[dict] = []
-        # Recovery from non-finite local energies (see _rewind).
+        # recovery (rewinds) and step control
         self.lr_scale = 1.0  # times recovery.lr_factor per rewind
-        self.rewinds: list[dict] = []  # one record per rewind
+        self.shift_scale = 1.0  # times recovery.shift_factor per rewind
+        self.step_scale = 1.0  # step control of deterministic objectives
+        self.accepted_energy: float | None = None  # deterministic: energy of the last accepted step
+        self.rewinds: list[dict] = []
         self.last_good: dict | None = None  # snapshot() at the start of the last finite iteration
-        # Called on every rank between evaluation blocks (it may run collectives and
-        # raise to stop the evaluation, e.g. on a pre-emption signal).
-        self.on_evaluation_block = None
+        self.converged = False
 
-    def _check_potential(self):
-        """Fail early, in one line, if the potential returns the wrong shape."""
-        x = tf.constant(np.random.default_rng(0).standard_normal(
-            (3, self.system.particles, self.system.dim)) + 0.1, dtype=self.dtype)
-        v = self.system.potential(x)
-        if tuple(v.shape) != (3,):
-            raise ValueError(f"potential returned shape {tuple(v.shape)} for 3 walkers; "
-                             "it must return one energy per walker, shape (walkers,)")
-
-    # ------------------------------------------------------------------
     @property
-    def global_walkers(self) -> int:
-        # every rank has the same count (a resume on another rank count may change it)
-        return self.sampler.walkers * self.comm.size
+    def step_control(self) -> bool:
+        return bool(self.objective.deterministic and self.cfg.optimizer.type == "sr")
 
-    # ------------------------------------------------------------------
+    # -- state -----------------------------------------------------------
     def snapshot(self) -> dict:
-        """A copy of this rank's whole optimization state (no collectives).
+        """A copy of this rank's optimization state (no collectives)."""
+        return copy_tree({"iteration": self.iteration, "parameters": self.wf.get_flat(),
+                          "optimizer": self.preconditioner.state(),
+                          "objective": self.objective.state(),
+                          "history_len": len(self.history)})
 
-        Keys: iteration, parameters (P,) float64, optimizer (dict of arrays),
-        sampler ({x (W, N, D), step, counter}), history_len. :meth:`restore`
-        puts it back; checkpoints store the same fields for every rank.
-        """
-        smp = self.sampler.get_state()
-        smp["x"] = np.array(smp["x"], copy=True)
-        return {"iteration": self.iteration, "parameters": self.wf.get_flat(),
-                "optimizer": {k: np.array(v, copy=True) for k, v in self.optimizer.state().items()},
-                "sampler": smp, "history_len": len(self.history)}
-
-    def restore(self, snap: dict) -> None:
-        """Return to a :meth:`snapshot` (history records after it are dropped)."""
-        self.wf.set_flat(snap["parameters"])
-        self.optimizer.set_state(snap["optimizer"])
-        self.sampler.set_state(snap["sampler"])  # recomputes log|psi|^2 of the walkers
+    def restore(self, snap: dict) -> str:
+        """Back to a :meth:`snapshot` (history records after it are dropped)."""
+        self.wf.set_flat(np.asarray(snap["parameters"], dtype=np.float64))
+        self.preconditioner.set_state(snap["optimizer"])
+        note = self.objective.set_state(snap["objective"])  # recomputes log|psi|^2 of the walkers
         self.iteration = int(snap["iteration"])
         del self.history[int(snap["history_len"]):]
+        return note
 
-    def _rewind(self, rec: dict, st, start: dict) -> dict:
-        """Non-finite local energies: go back to the last good state, step more cautiously.
+    def state(self) -> dict:
+        """Everything that determines the rest of the optimization (see :mod:`distvmc.state`)."""
+        out = self.snapshot()
+        out["recovery"] = {"lr_scale": self.lr_scale, "shift_scale": self.shift_scale,
+                           "step_scale": self.step_scale, "accepted_energy": self.accepted_energy,
+                           "rewinds": copy_tree(self.rewinds), "converged": self.converged}
+        out["last_good"] = copy_tree(self.last_good)
+        return out
 
-        Every rank sees the same global count of non-finite energies, so all
-        rewind together. The target is the start of the last finite iteration
-        (its update led here), or the start of this one when there is none
-        yet. Parameters, walkers and optimizer state go back; the random
-        streams do not (the retry draws fresh numbers, so walkers that wandered
-        somewhere bad need not go there again, and no number is used twice).
-        Raises :class:`NonFiniteEnergyError` after ``recovery.max_rewinds``.
-        """
+    def set_state(self, state: dict) -> str:
+        """Restore :meth:`state` (a checkpoint's, gathered from any number of ranks)."""
+        note = self.restore(state)
+        r = state["recovery"]
+        self.lr_scale, self.shift_scale = float(r["lr_scale"]), float(r["shift_scale"])
+        self.step_scale = float(r["step_scale"])
+        self.accepted_energy = None if r["accepted_energy"] is None else float(r["accepted_energy"])
+        self.rewinds = copy_tree(r["rewinds"])
+        self.converged = bool(r["converged"])
+        self.last_good = None
+        if state.get("last_good") is not None and not note:
+            self.last_good = state["last_good"]  # kept only when walkers were restored exactly
+        elif state.get("last_good") is not None:
+            note += "; the rewind target was dropped (it holds the old rank layout)"
+        return note
+
+    # -- one iteration -----------------------------------------------------
+    def _rewind(self, rec: dict, start: dict) -> dict:
+        """Back to the last good state with a smaller step (every rank does the same)."""
         r = self.cfg.recovery
         bad = self.iteration
         target = self.last_good if self.last_good is not None else start
+        if self.objective.deterministic:
+            what, are = "the energy or its gradient", "is"
+        else:
+            what, are = (f"{rec.get('nonfinite', 0)} of {rec.get('samples', '?')} local energies",
+                         "are")
         if len(self.rewinds) >= r.max_rewinds:
             raise NonFiniteEnergyError(
-                f"iteration {bad}: {st.nonfinite} of {st.n + st.nonfinite} local energies are "
-                f"not finite after {len(self.rewinds)} rewind(s) (recovery.max_rewinds = "
-                f"{r.max_rewinds}); last good state: start of iteration {target['iteration']}; "
-                "try a smaller optimizer.lr, a larger optimizer.shift or optimizer.max_update_norm")
-        counter = int(self.sampler.counter.numpy())
-        self.restore(target)
-        self.sampler.counter.assign(counter)
+                f"iteration {bad}: {what} {are} not finite after {len(self.rewinds)} rewind(s) "
+                f"(recovery.max_rewinds = {r.max_rewinds}); last good state: start of iteration "
+                f"{target['iteration']}; try a smaller optimizer.lr, a larger optimizer.shift "
+                "or optimizer.max_update_norm")
+        self._back_to(target)
         self.lr_scale *= r.lr_factor
-        if hasattr(self.optimizer, "shift_scale"):
-            self.optimizer.shift_scale *= r.shift_factor
-        shift = self.cfg.optimizer.shift * getattr(self.optimizer, "shift_scale", 1.0)
-        event = {"iteration": bad, "to": int(target["iteration"]), "nonfinite": st.nonfinite,
+        self.shift_scale *= r.shift_factor
+        shift = self.cfg.optimizer.shift * self.shift_scale
+        event = {"iteration": bad, "to": int(target["iteration"]), "nonfinite": rec.get("nonfinite", 0),
                  "lr_scale": self.lr_scale, "shift": shift}
         self.rewinds.append(event)
-        self.log(f"warning: iteration {bad}: {st.nonfinite} of {st.n + st.nonfinite} local "
-                 f"energies not finite; rewound to the start of iteration {target['iteration']} "
-                 f"(rewind {len(self.rewinds)} of at most {r.max_rewinds}); learning rate now "
-                 f"x{self.lr_scale:g}" + (f", SR shift {shift:g}" if self.cfg.optimizer.type == "sr"
-                                          else ""))
+        self.log(f"warning: iteration {bad}: {what} not finite; rewound to the start of iteration "
+                 f"{target['iteration']} (rewind {len(self.rewinds)} of at most {r.max_rewinds}); "
+                 f"learning rate now x{self.lr_scale:g}"
+                 + (f", SR shift {shift:g}" if self.cfg.optimizer.type == "sr" else ""))
         rec["solve"] = "rewind"
         rec["rewind"] = event
         return rec
 
-    def thermalize(self) -> float:
-        s = self.cfg.sampler
-        acc = self.sampler.thermalize(s.thermalization, adapt=s.adapt != "never")
-        self.thermalized = True
-        return acc
+    def _back_to(self, target: dict) -> None:
+        """Restore ``target`` but keep the random streams going (fresh numbers on the retry)."""
+        counter = self.objective.state().get("sampler", {}).get("counter")
+        self.restore(target)
+        if counter is not None:
+            self.objective.sampler.counter.assign(int(counter.value))
 
     def step(self) -> dict:
-        """One optimization iteration; returns its history record."""
-        if not self.thermalized:
-            self.thermalize()
+        """One iteration; returns its record (a rewind's record is not a history row)."""
+        self.objective.prepare()
         _injected_failure(self.comm.rank, self.iteration)
         start = self.snapshot()
         t0 = time.perf_counter()
-        s, o = self.cfg.sampler, self.cfg.optimizer
-        xs, acc = self.sampler.sample(s.samples_per_walker, s.sweeps_per_sample)
-        if s.adapt == "always":
-            self.sampler.adapt(acc)
-        m, w = xs.shape[:2]
-        x = xs.reshape((m * w,) + xs.shape[2:])
-        t1 = time.perf_counter()
-        e = self.local_energy(x)
-        t2 = time.perf_counter()
-        st = stats.summarize(e.reshape(m, w), self.comm)
-        lr = learning_rate(o, self.iteration) * self.lr_scale
-        rec = {"iteration": self.iteration, "energy": st.mean, "energy_err": st.error,
-               "variance": st.variance, "tau": st.tau, "acceptance": acc,
-               "step": float(self.sampler.step.numpy()), "lr": lr, "nonfinite": st.nonfinite,
-               "t_sample": t1 - t0, "t_eloc": t2 - t1}
-        if st.nonfinite > 0:
-            return self._rewind(rec, st, start)  # not a history record
-        self.last_good = start
+        o = self.cfg.optimizer
+        rec, grad = self.objective.estimate(self.preconditioner.needs_metric)
+        rec = {"iteration": self.iteration, **self.extra, **rec}
+        if grad is None:
+            return self._rewind(rec, start)
+        rejected = False
+        if self.step_control and self.accepted_energy is not None:
+            e, e0 = rec["energy"], self.accepted_energy
+            if not e <= e0 + 1e-12 * abs(e0):  # the last step raised E: undo it, halve the step
+                self._parameters_back(self.last_good)
+                self.step_scale *= 0.5
+                rejected = True
+                again, grad = self.objective.estimate(self.preconditioner.needs_metric)
+                rec = {"iteration": self.iteration, **self.extra, **again}
+            else:
+                self.step_scale = min(self.step_scale * 1.2, MAX_STEP_SCALE)
+        if self.step_control:
+            self.accepted_energy = rec["energy"]
+        if not rejected:
+            self.last_good = start
+        lr = learning_rate(o, self.iteration) * self.lr_scale * self.step_scale
+        rec["lr"] = lr
         t3 = time.perf_counter()
-        info = self.optimizer.step(x, e, lr)
-        self.sampler.refresh()
+        delta, info = self.preconditioner.direction(grad, o.shift * self.shift_scale)
+        update = lr * delta
+        norm = float(np.linalg.norm(update))
+        if o.max_update_norm is not None and norm > o.max_update_norm:
+            update *= o.max_update_norm / norm
+        if np.all(np.isfinite(update)):
+            self.wf.set_flat(self.wf.get_flat() - update)
+            self.objective.after_update()
+            rec["update_norm"] = float(np.linalg.norm(update))
+            rec["solve"] = "rejected" if rejected else (info["solve"] or info["solver"])
+        else:
+            rec["update_norm"] = float("nan")
+            rec["solve"] = "non-finite update (skipped)"
         rec["t_optimizer"] = time.perf_counter() - t3
-        rec.update({f"t_{k}": v for k, v in self.optimizer.timings.items()})
-        rec["update_norm"] = info.get("update_norm", float("nan"))
-        rec["solve"] = info.get("skipped") or info["solve"] or info["solver"]
-        if info.get("solve", "").startswith(("cholesky(", "eigh")):
+        rec.update({f"t_{k}": v for k, v in self.preconditioner.timings.items()})
+        if str(info.get("solve", "")).startswith(("cholesky(", "eigh")):
             self.log(f"note: iteration {self.iteration}: SR solve fell back to {info['solve']}")
         self.iteration += 1
         rec["seconds"] = time.perf_counter() - t0
         self.history.append(rec)
         return rec
 
-    def train(self, iterations: int | None = None, on_iteration=None) -> None:
-        """Run ``iterations`` optimization steps, printing progress (default: up to the
-        config's ``optimizer.iterations`` in total, so a resumed run does the rest)."""
-        n = max(self.cfg.optimizer.iterations - self.iteration, 0) if iterations is None else iterations
-        every = self.cfg.output.log_every
-        t_start = time.perf_counter()
-        first = self.iteration
-        target = first + n
-        mark = None  # (time, done) after the first iteration, whose compilation skews the ETA
-        if not self.thermalized:
-            acc = self.thermalize()
-            self.log(f"thermalized {self.cfg.sampler.thermalization} sweeps: acceptance "
-                     f"{acc:.3f}, step {float(self.sampler.step.numpy()):.4g}")
-        while self.iteration < target:
+    def _parameters_back(self, snap: dict) -> None:
+        """Parameters, optimizer and objective state of ``snap``; iteration and history stay."""
+        self.wf.set_flat(np.asarray(snap["parameters"], dtype=np.float64))
+        self.preconditioner.set_state(snap["optimizer"])
+        self.objective.set_state(snap["objective"])
+
+    def finish(self) -> None:
+        """Deterministic objectives: the last step was never checked; undo it if it raised E."""
+        if not self.step_control or self.accepted_energy is None or self.last_good is None:
+            return
+        rec, _ = self.objective.estimate(False)
+        if not rec["energy"] <= self.accepted_energy + 1e-12 * abs(self.accepted_energy):
+            self._parameters_back(self.last_good)
+
+    # -- the loop -------------------------------------------------------------
+    def train(self, target: int, hooks=()) -> None:
+        """Iterate until ``target`` iterations are done (a resumed run does the rest) or a
+        deterministic objective has converged. ``hooks`` are called with every record."""
+        self.objective.prepare()
+        while self.iteration < target and not self.converged:
             rec = self.step()
-            if on_iteration is not None:
-                on_iteration(rec)
-            if "rewind" in rec:
-                continue
-            done = self.iteration - first
-            now = time.perf_counter()
-            if mark is None and done >= 1:
-                mark = (now, done)
-            if done % every == 0 or self.iteration == target or done == 1:
-                if mark is not None and done > mark[1]:
-                    per_iteration = (now - mark[0]) / (done - mark[1])
-                else:
-                    per_iteration = (now - t_start) / done if done > 0 else float("nan")
-                eta = per_iteration * (target - self.iteration)
-                self.log(f"[{self.iteration:>{len(str(target))}}/{target}] "
-                         f"E = {rec['energy']:.6f} ± {rec['energy_err']:.6f}  "
-                         f"var {rec['variance']:.3e}  acc {rec['acceptance']:.3f}  "
-                         f"{rec['seconds']:.3f} s/it  ETA {_fmt_time(eta)}")
-                sys.stdout.flush()
+            if self.objective.deterministic and "rewind" not in rec and \
+                    self.objective.converged(rec):
+                self.converged = True
+                rec["converged"] = True
+            for hook in hooks:
+                hook(rec)
 
-    def evaluate(self, samples: int | None = None, sweeps: int | None = None,
-                 thermalization: int | None = None) -> dict:
-        """Energy and observables from fresh samples with frozen parameters.
 
-        ``samples`` is per rank; the walkers continue from the training sampler
-        but draw from an independent random stream.
-        """
-        ev = self.cfg.evaluation
-        samples = ev.samples if samples is None else samples
-        sweeps = ev.sweeps_per_sample if sweeps is None else sweeps
-        therm = ev.thermalization if thermalization is None else thermalization
-        w = self.sampler.walkers
-        m = max(1, -(-samples // w))
-        sampler = MetropolisSampler(self.wf.log_abs, self.sampler.x.numpy(),
-                                    float(self.sampler.step.numpy()),
-                                    stream_key(self.cfg.seed, self.comm.rank, 2), self.comm,
-                                    self.cfg.sampler.target_acceptance, self.dtype,
-                                    name="eval_sampler")
-        t0 = time.perf_counter()
-        sampler.thermalize(therm, adapt=self.cfg.sampler.adapt != "never")
-        # Measure in pieces so memory stays bounded for large sample counts.
-        per_block = max(1, min(m, (1 << 22) // max(w * self.system.particles * self.system.dim, 1)))
-        es, xs_all, accs = [], [], []
-        done = 0
-        while done < m:
-            if self.on_evaluation_block is not None:
-                self.on_evaluation_block()
-            k = min(per_block, m - done)
-            xs, acc = sampler.sample(k, sweeps)
-            es.append(self.local_energy(xs.reshape((k * w,) + xs.shape[2:])).reshape(k, w))
-            xs_all.append(xs)
-            accs.append(acc * k)
-            done += k
-        e = np.concatenate(es)
-        xs = np.concatenate(xs_all)
-        st = stats.summarize(e, self.comm)
-        wall = time.perf_counter() - t0
-        out = {
-            "energy": st.mean, "energy_err": st.error, "variance": st.variance,
-            "tau": st.tau, "rhat": st.rhat, "samples": st.n, "nonfinite": st.nonfinite,
-            "acceptance": float(sum(accs) / m), "step": float(sampler.step.numpy()),
-            "wall_s": wall,
-        }
-        out["observables"] = observables.radial_moments(xs, self.comm)
-        out["radial_density"] = observables.radial_density(xs, ev.bins, ev.r_max, self.comm)
-        return out
+class Progress:
+    """Hook: one progress line every ``every`` iterations (and the first and last) with ETA."""
+
+    def __init__(self, driver: Driver, target: int, every: int, log=print, prefix: str = ""):
+        self.driver, self.target, self.every, self.log = driver, target, every, log
+        self.prefix = prefix
+        self.first = driver.iteration
+        self.mark = None  # (time, done) after the first iteration, whose compilation skews the ETA
+        self.t_start = time.perf_counter()
+
+    def __call__(self, rec: dict) -> None:
+        if "rewind" in rec:
+            return
+        d = self.driver
+        done = d.iteration - self.first
+        now = time.perf_counter()
+        if self.mark is None and done >= 1:
+            self.mark = (now, done)
+        if done % self.every and d.iteration != self.target and done != 1 and not d.converged:
+            return
+        if self.mark is not None and done > self.mark[1]:
+            per = (now - self.mark[0]) / (done - self.mark[1])
+        else:
+            per = (now - self.t_start) / done if done > 0 else float("nan")
+        eta = per * (self.target - d.iteration)
+        w = len(str(self.target))
+        if d.objective.deterministic:
+            body = (f"E = {rec['energy']:.10f}"
+                    + (f"  var {rec['variance']:.2e}" if rec.get("variance") is not None else "")
+                    + f"  lr {rec['lr']:.3g}  |step| {rec.get('update_norm', float('nan')):.2e}")
+        else:
+            body = (f"E = {rec['energy']:.6f} ± {rec['energy_err']:.6f}  var {rec['variance']:.3e}"
+                    + (f"  S^2 {rec['overlap_sq']:+.2e}" if "overlap_sq" in rec else "")
+                    + f"  acc {rec['acceptance']:.3f}")
+        self.log(f"{self.prefix}[{d.iteration:>{w}}/{self.target}] {body}  "
+                 f"{rec['seconds']:.3f} s/it  ETA {fmt_time(eta)}")
+        sys.stdout.flush()

@@ -35,13 +35,15 @@ collapse onto them, whatever the initialisation or the seed.
 Optimization: theta-gradients of the quadrature energy by TensorFlow
 (a tape over the whole grid energy), then SR with the exact metric of the
 normalized projected state, S = <d psi|d psi>/<psi|psi> - <d psi|psi><psi|d psi>/<psi|psi>^2
-with d psi = P (psi O), or Adam (:mod:`distvmc.optimizers.direct`).
+with d psi = P (psi O), or Adam, through the driver's one loop
+(:class:`distvmc.objectives.QuadratureEnergy`: step control, and a state has
+converged when its energy variance <(H - E)^2> by quadrature is below
+``grid.tolerance``).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,7 +51,6 @@ import tensorflow as tf
 
 from distvmc.config import ConfigError
 from distvmc.hamiltonian import local_energy
-from distvmc.optimizers.direct import DirectStep, ParameterUpdate
 from distvmc.optimizers.jacobian import LogDerivatives
 
 
@@ -157,6 +158,7 @@ class GridEnergy(tf.Module):
         self.log_derivatives = LogDerivatives(wavefunction, chunk_size)
         self._value_and_grad = tf.function(self._value_and_grad_impl)
         self._terms_all = tf.function(lambda: self._terms(True))
+        self._variance = tf.function(self._variance_impl)
 
     # -- lower states ---------------------------------------------------
     def set_lower(self, states: list[GridState]) -> None:
@@ -181,10 +183,10 @@ class GridEnergy(tf.Module):
         x = self.x
         with tf.GradientTape() as tape:
             tape.watch(x)
-            u = self.wf.log_abs(x)
+            sign, u = self.wf(x)
         du = tf.reshape(tape.gradient(u, x), [-1, nd])  # each u_g depends on x_g only
         shift = tf.stop_gradient(tf.reduce_max(u))
-        psi = self.wf.sign(x) * tf.exp(u - shift)
+        psi = sign * tf.exp(u - shift)
         dpsi = psi[:, None] * du
         hpsi = None
         if laplacian:
@@ -227,6 +229,15 @@ class GridEnergy(tf.Module):
         e, g, psi_p, psi, norm = self._value_and_grad()
         return float(e), g.numpy().astype(np.float64), psi_p, psi, norm
 
+    def _variance_impl(self):
+        t = self._terms(True)
+        r = t["hpsi"] - t["energy_laplacian"] * t["psi"]  # (H - E) P psi
+        return self.w * tf.reduce_sum(r * r) / t["norm"]
+
+    def variance(self) -> float:
+        """<(H - E)^2> of the normalized projected state by quadrature (0 for an eigenstate)."""
+        return float(self._variance())
+
     def terms(self) -> dict:
         """Every quadrature term with both kinetic forms, as NumPy values."""
         return {k: v.numpy() for k, v in self._terms_all().items()}
@@ -259,68 +270,6 @@ def edge_ratio(grid: Grid, density: np.ndarray) -> float:
     return float(np.max(density[grid.edge]) / peak) if peak > 0 else 0.0
 
 
-MAX_LR_SCALE = 20.0  # grid-mode SR step control: lr grows up to this factor of optimizer.lr
-
-
-def optimize_state(energy: GridEnergy, opt_cfg, iterations: int, log=print, state: int = 0,
-                   log_every: int = 10, on_iteration=None, tolerance: float = 0.0) -> list[dict]:
-    """Minimize the (projected) quadrature energy over the wavefunction's parameters.
-
-    With SR the deterministic energy allows a step control: after a step that
-    lowers E the learning rate grows by 1.2 (up to MAX_LR_SCALE times the
-    scheduled rate); a step that raises E is undone and the rate halved. Adam
-    steps are taken as they come. Stops early when ``tolerance`` > 0 and E fell
-    by less than ``tolerance`` over the last 20 iterations.
-
-    Returns the per-iteration records (state, iteration, energy, lr, update_norm,
-    solve, seconds).
-    """
-    wf = energy.wf
-    stepper = DirectStep(opt_cfg, wf.n_parameters)
-    apply = ParameterUpdate(wf.parameters)
-    control = stepper.type == "sr"
-    scale = 1.0
-    history = []
-    t_start = time.perf_counter()
-    e, grad, psi_p, psi, norm = energy.value_and_grad()
-    for it in range(iterations):
-        t0 = time.perf_counter()
-        if not (np.isfinite(e) and np.all(np.isfinite(grad))):
-            raise FloatingPointError(
-                f"state {state}, iteration {it}: non-finite grid energy or gradient (E = {e}); "
-                "try a smaller optimizer.lr or a larger grid.box")
-        metric = energy.metric(psi_p, psi, norm) if stepper.needs_metric else None
-        step, info = stepper.update(0.5 * grad, metric, scale)
-        apply(step)
-        new = energy.value_and_grad()
-        solve = info.get("skipped") or info["solve"]
-        if control and not (new[0] <= e + 1e-12 * abs(e)):
-            apply(-step)  # undo: E went up (or is not finite)
-            scale *= 0.5
-            solve = "rejected"
-        else:
-            if control:
-                scale = min(scale * 1.2, MAX_LR_SCALE)
-            e, grad, psi_p, psi, norm = new
-        rec = {"state": state, "iteration": it, "energy": e, "energy_err": 0.0,
-               "lr": info["lr"], "update_norm": info.get("update_norm", float("nan")),
-               "solve": solve, "seconds": time.perf_counter() - t0}
-        history.append(rec)
-        if on_iteration is not None:
-            on_iteration(rec)
-        if (it + 1) % log_every == 0 or it == 0 or it + 1 == iterations:
-            log(f"[state {state}] [{it + 1:>{len(str(iterations))}}/{iterations}] E = {e:.8f}  "
-                f"lr {info['lr']:.3g}  |step| {rec['update_norm']:.2e}  "
-                f"{time.perf_counter() - t_start:.1f} s")
-        if tolerance > 0 and it >= 20:
-            window = [r["energy"] for r in history[-20:]]
-            if max(window) - min(window) < tolerance:
-                log(f"[state {state}] converged after {it + 1} iterations: E = {e:.8f} changed "
-                    f"by < {tolerance:g} over the last 20 iterations")
-                break
-    return history
-
-
 def finish_state(energy: GridEnergy, edge_tolerance: float, state: int = 0, log=print) -> GridState:
     """Normalize the optimized (projected) state, measure it, warn about the box edge."""
     t = energy.terms()
@@ -349,3 +298,31 @@ def overlap_matrix(grid: Grid, states: list[GridState]) -> np.ndarray:
     gram = grid.cell_volume * psi @ psi.T
     d = np.sqrt(np.diag(gram))
     return gram / np.outer(d, d)
+
+
+def grid_density(grid: Grid, found: list, rows: list) -> dict:
+    """Normalized densities |psi_k|^2 on the grid: cell_volume * sum(density) = 1."""
+    nd = len(grid.shape)
+    labels = ([f"x{i}" for i in range(nd)] if nd > 1 else ["x"])
+    return {
+        "coordinates": labels,
+        "axes": [a.tolist() for a in grid.axes],
+        "shape": list(grid.shape),
+        "spacing": grid.spacing.tolist(),
+        "cell_volume": grid.cell_volume,
+        "normalization": "cell_volume * sum(density) = 1; density has shape `shape` (C order)",
+        "states": [{"state": r["state"], "energy": r["energy"],
+                    "density": (s.psi ** 2).reshape(grid.shape).tolist()}
+                   for s, r in zip(found, rows)],
+    }
+
+
+def grid_observables(grid: Grid, system, found: list) -> list[dict]:
+    """<r>, <r^2> per particle about the origin by quadrature, for each state."""
+    r = np.linalg.norm(grid.points, axis=-1).mean(axis=-1)  # (G,)
+    r2 = (np.linalg.norm(grid.points, axis=-1) ** 2).mean(axis=-1)
+    out = []
+    for s in found:
+        rho = s.psi ** 2
+        out.append({"r": grid.integrate(rho * r), "r2": grid.integrate(rho * r2)})
+    return out

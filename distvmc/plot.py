@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from distvmc.config import ConfigError
+from distvmc.io import read_history
 
 INSTALL_HINT = "pip install 'distvmc[plot]' (or: pip install matplotlib)"
 
@@ -73,8 +74,6 @@ def _energy_limits(e, err, extra):
 
 def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
     """Write the PNGs of ``run_dir``; returns their paths."""
-    from distvmc.io import read_history
-
     if not os.path.isdir(run_dir):
         raise ConfigError(f"run directory {run_dir!r} not found")
     hist_path = os.path.join(run_dir, "history.csv")
@@ -83,8 +82,6 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
     plt = _pyplot()
     rows = read_history(run_dir)
     if rows and "state" in rows[0]:  # grid mode or excited states: one curve per state
-        from distvmc.excited import plot_states
-
         return plot_states(run_dir, out_dir, plt)
     cfg = {}
     if os.path.exists(os.path.join(run_dir, "config.yaml")):
@@ -176,4 +173,80 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
         ax.set_title(f"{name}: radial density (evaluation)")
         ax.grid(alpha=0.3)
         save(fig, "radial_density.png")
+    return written
+
+
+def plot_states(run_dir: str, out_dir: str | None, plt) -> list[str]:
+    """PNGs of a grid-mode or excited-state run; returns their paths.
+
+      energy.png   energy per iteration, one curve per state, reference energies dashed
+      density.png  (grid mode) the normalized |psi_k|^2 on the grid: curves in 1D,
+                   one image per state in 2D
+    """
+    out_dir = out_dir or os.path.join(run_dir, "plots")
+    os.makedirs(out_dir, exist_ok=True)
+    rows = read_history(run_dir)
+    summary = {}
+    if os.path.exists(os.path.join(run_dir, "summary.json")):
+        with open(os.path.join(run_dir, "summary.json")) as f:
+            summary = json.load(f)
+    name = summary.get("name", os.path.basename(os.path.normpath(run_dir)))
+    written = []
+    save = saver(plt, out_dir, written)
+
+    states = sorted({int(r["state"]) for r in rows if r.get("state") is not None})
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    finals = {r["state"]: r for r in summary.get("energies", [])}
+    for k in states:
+        sel = [r for r in rows if int(r["state"]) == k]
+        it = np.array([r["iteration"] for r in sel], dtype=float)
+        e = np.array([r["energy"] if r["energy"] is not None else np.nan for r in sel])
+        c = colors[k % len(colors)]
+        fin = finals.get(k, {})
+        label = f"state {k}"
+        if "energy" in fin:
+            label += f": {fin['energy']:.6f}" + (f" ± {fin['energy_err']:.6f}"
+                                                  if fin.get("energy_err") else "")
+        ax.plot(it, e, color=c, lw=1.0, label=label)
+        if fin.get("reference") is not None:
+            ax.axhline(fin["reference"], color=c, ls="--", lw=0.8)
+    finite = [r["energy"] for r in rows if r.get("energy") is not None]
+    if finals and finite:
+        lo = min(min(f["energy"] for f in finals.values()), min(finite))
+        hi = max(f["energy"] for f in finals.values())
+        pad = 0.15 * max(hi - lo, 1e-3)
+        ax.set_ylim(lo - pad, hi + 3 * pad)
+    ax.set_xlabel("iteration (of each state)")
+    ax.set_ylabel("energy")
+    ax.set_title(f"{name}: energies of the states (references dashed)")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(alpha=0.3)
+    save(fig, "energy.png")
+
+    dpath = os.path.join(run_dir, "density.json")
+    if os.path.exists(dpath):
+        with open(dpath) as f:
+            dens = json.load(f)
+        axes = [np.asarray(a) for a in dens["axes"]]
+        if len(axes) == 1:
+            fig, ax = plt.subplots(figsize=(7, 4.2))
+            for st in dens["states"]:
+                ax.plot(axes[0], st["density"], lw=1.2, color=colors[st["state"] % len(colors)],
+                        label=f"state {st['state']}: E = {st['energy']:.6f}")
+            ax.set_xlabel(dens["coordinates"][0])
+            ax.set_ylabel("|psi|^2 (normalized)")
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
+        else:
+            n = len(dens["states"])
+            fig, axs = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
+            for ax, st in zip(axs[0], dens["states"]):
+                ax.imshow(np.asarray(st["density"]).T, origin="lower", cmap="viridis",
+                          extent=[axes[0][0], axes[0][-1], axes[1][0], axes[1][-1]])
+                ax.set_title(f"state {st['state']}: E = {st['energy']:.5f}", fontsize=9)
+                ax.set_xlabel(dens["coordinates"][0])
+                ax.set_ylabel(dens["coordinates"][1])
+        fig.suptitle(f"{name}: grid density |psi_k|^2")
+        save(fig, "density.png")
     return written

@@ -21,8 +21,11 @@ Layout (all numbers float64 unless noted)::
     /evaluation/radial_density/{r, edges, density, p_r}
                                bin centres (bins,), edges (bins+1,), one-body
                                density (particles per volume), P(r) per particle
-    /evaluation/grid/...       grid mode only: every array the grid
-                               evaluation returns (e.g. the density on the grid)
+    /evaluation/grid/...       grid mode only: energies, variances and overlaps
+                               of the states (quadrature)
+    /states/K                  grid mode and excited states: attrs of state K
+                               (energy, energy_err, variance, iterations,
+                               converged (1/0, grid), reference (NaN if none), ...)
 
 Example::
 
@@ -60,7 +63,8 @@ def _number(v) -> float:
 def history_columns(history: list[dict]) -> dict[str, np.ndarray]:
     """One array per history field; ``solve`` as strings, every other field float64."""
     cols = {}
-    for k in HISTORY_FIELDS:
+    extra = [k for k in ("state", "penalty", "overlap_sq") if any(k in r for r in history)]
+    for k in extra + HISTORY_FIELDS:
         if k == "solve":
             cols[k] = np.array([str(r.get(k) or "") for r in history], dtype=object)
         else:
@@ -92,7 +96,7 @@ def _write_evaluation(g: h5py.Group, result: dict) -> None:
 
 
 def write(path: str, cfg_dict: dict, history: list[dict], result: dict | None,
-          meta: dict) -> None:
+          meta: dict, states: list[dict] | None = None) -> None:
     """Write ``results.h5`` atomically (temporary file, then rename)."""
     tmp = path + ".tmp"
     with h5py.File(tmp, "w") as f:
@@ -117,6 +121,13 @@ def write(path: str, cfg_dict: dict, history: list[dict], result: dict | None,
                 h.create_dataset(k, data=col)
         if result is not None:
             _write_evaluation(f.create_group("evaluation"), result)
+        for row in states or []:  # grid mode and excited states: one group per state
+            g = f.create_group(f"states/{row['state']}")
+            for k, v in row.items():
+                if isinstance(v, (bool, np.bool_)):
+                    g.attrs[k] = int(v)
+                elif isinstance(v, (int, float, np.integer, np.floating)) or v is None:
+                    g.attrs[k] = _number(v)
     os.replace(tmp, path)
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from distvmc.state import AllRanks, PerRank, local
+
 
 def stream_key(seed: int, rank: int, purpose: int = 0) -> int:
     """A 63-bit key for the random stream of (seed, rank, purpose)."""
@@ -140,13 +142,45 @@ class MetropolisSampler(tf.Module):
         xs, acc = self._chain(n_measure, sweeps_per_sample)
         return xs.numpy(), self._global_acceptance(acc.numpy(), n_measure * sweeps_per_sample)
 
-    # State for checkpoints: everything that makes the next sweep reproducible.
-    def get_state(self) -> dict:
-        return {"x": self.x.numpy(), "step": float(self.step.numpy()),
-                "counter": int(self.counter.numpy())}
+    # State for snapshots and checkpoints: everything that makes the next sweep
+    # reproducible. Walkers and stream position differ between ranks.
+    def state(self) -> dict:
+        return {"x": PerRank(self.x.numpy().copy()), "counter": PerRank(np.int64(self.counter.numpy())),
+                "step": float(self.step.numpy())}
 
     def set_state(self, state: dict) -> None:
-        self.x.assign(state["x"])
-        self.step.assign(state["step"])
-        self.counter.assign(state["counter"])
+        """Back to a :meth:`state` of this rank (walkers of the same shape)."""
+        self.x.assign(local(state["x"]))
+        self.step.assign(float(state["step"]))
+        self.counter.assign(int(local(state["counter"])))
         self.refresh()
+
+
+def walkers_for_rank(state: dict, comm) -> tuple[np.ndarray, int, str]:
+    """This rank's walkers and stream position from a sampler :meth:`~MetropolisSampler.state`.
+
+    A state restored from a checkpoint holds every rank's walkers
+    (:class:`~distvmc.state.AllRanks`, shape (R, W, N, D)). With R == ranks each
+    rank gets back exactly its own. Otherwise the R*W walkers are dealt out in
+    rank order, ceil(R W / ranks) per rank (fewer ranks concatenate, more ranks
+    split); when that does not divide, the missing walkers are copies of others
+    (the caller re-thermalizes). Every rank's stream continues from the largest
+    counter, never reusing random numbers.
+
+    Returns (x (W', N, D), counter, note): note is "" for an exact restore, else
+    a description of the redistribution ("copies" in it when walkers were copied).
+    """
+    x, counter = state["x"], state["counter"]
+    if not isinstance(x, AllRanks) or x.ranks == comm.size:
+        return np.asarray(local(x, comm)), int(local(counter, comm)), ""
+    walkers = np.asarray(x.value).reshape((-1,) + np.shape(x.value)[2:])
+    g = walkers.shape[0]
+    per = -(-g // comm.size)
+    missing = per * comm.size - g
+    dealt = np.concatenate([walkers, walkers[np.arange(missing) % g]]) if missing else walkers
+    verb = "concatenated" if comm.size < x.ranks else "split"
+    note = (f"checkpoint of {x.ranks} rank(s) resumed on {comm.size}: its {g} walkers {verb} "
+            f"into {per} per rank, random streams continue from sweep {int(np.max(counter.value))}")
+    if missing:
+        note += f"; {missing} walker(s) added as copies of others"
+    return dealt[comm.rank * per:(comm.rank + 1) * per], int(np.max(counter.value)), note

@@ -27,3 +27,19 @@ def cli(*args, cwd=None, timeout=600, env=None):
         e.update(env)
     return subprocess.run([sys.executable, "-m", "distvmc.cli", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, env=e)
+
+
+def quiet(*a, **k):
+    pass
+
+
+def ground_state(cfg, iterations: int, comm=None):
+    """A Job (distvmc.job) with state 0 trained for ``iterations`` iterations, in process."""
+    from distvmc.comm import SingleProcess
+    from distvmc.job import Job
+    from distvmc.systems import build_system
+
+    job = Job(cfg, comm or SingleProcess(), build_system(cfg), log=quiet)
+    job.start_state(0)
+    job.driver.train(iterations)
+    return job

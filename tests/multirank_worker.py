@@ -50,13 +50,16 @@ def _setup(backend: str, extra: list[str]):
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from distvmc import config
     from distvmc.comm import make_communicator
-    from distvmc.driver import VMC
+    from distvmc.job import Job
+    from distvmc.systems import build_system
 
     cfg = config.load(None, OVERRIDES + [f"distributed.backend={backend}"] + extra)
     comm = make_communicator(cfg.distributed.backend)
     if comm.size != 2:
         raise SystemExit(f"expected 2 ranks, got {comm.size} (backend {comm.name})")
-    return cfg, comm, VMC(cfg, comm, log=lambda *a, **k: None)
+    job = Job(cfg, comm, build_system(cfg), log=lambda *a, **k: None)
+    job.start_state(0)
+    return cfg, comm, job.driver
 
 
 def collectives(comm) -> list[str]:
@@ -88,30 +91,38 @@ def collectives(comm) -> list[str]:
 def equivalence(backend: str) -> dict:
     from distvmc import stats
     from distvmc.comm import SingleProcess
-    from distvmc.optimizers.sr import SR
+    from distvmc.optimizers.sr import SR, Gradient
 
-    cfg, comm, vmc = _setup(backend, [])
+    cfg, comm, driver = _setup(backend, [])
+    obj = driver.objective
+
+    def sr_direction(x, e, c):
+        """The SR direction over the ranks of c for this rank's samples x, energies e."""
+        o = obj.log_derivatives(x)
+        first = c.allreduce(np.concatenate([o.sum(axis=0), [e.sum(), float(len(e))]]))
+        n = first[-1]
+        g = Gradient(o=o - first[:-2] / n, e=e - first[-2] / n, n=n)
+        return SR(cfg.optimizer, c, o.shape[1]).direction(g, cfg.optimizer.shift)
+
     contract = collectives(comm)
     m, w = 3, cfg.sampler.walkers
-    n, d = vmc.system.particles, vmc.system.dim
+    n, d = obj.system.particles, obj.system.dim
     rng = np.random.default_rng(20240611)  # the same on every rank
     x_all = rng.standard_normal((m, comm.size * w, n, d)) * 1.3
     x_mine = x_all[:, comm.rank * w:(comm.rank + 1) * w]
 
-    e_mine = vmc.local_energy(x_mine.reshape((m * w, n, d))).reshape(m, w)
+    e_mine = obj.local_energy(x_mine.reshape((m * w, n, d))).reshape(m, w)
     st2 = stats.summarize(e_mine, comm)
-    sr2 = SR(vmc.wf, cfg.optimizer, comm, cfg.hamiltonian.chunk_size)
-    d2, info2 = sr2.direction(x_mine.reshape((m * w, n, d)), e_mine.ravel())
+    d2, info2 = sr_direction(x_mine.reshape((m * w, n, d)), e_mine.ravel(), comm)
 
     out = {"rank": comm.rank, "backend": comm.name, "size": comm.size,
            "delta_sha": _sha(d2), "solver": info2["solver"], "n_parameters": int(d2.size),
            "collectives_failed": contract}
     if comm.rank == 0:
         one = SingleProcess()
-        e_all = vmc.local_energy(x_all.reshape((m * comm.size * w, n, d))).reshape(m, comm.size * w)
+        e_all = obj.local_energy(x_all.reshape((m * comm.size * w, n, d))).reshape(m, comm.size * w)
         st1 = stats.summarize(e_all, one)
-        sr1 = SR(vmc.wf, cfg.optimizer, one, cfg.hamiltonian.chunk_size)
-        d1, info1 = sr1.direction(x_all.reshape((-1, n, d)), e_all.ravel())
+        d1, info1 = sr_direction(x_all.reshape((-1, n, d)), e_all.ravel(), one)
         out["solver_1rank"] = info1["solver"]
         out["delta_norm"] = float(np.linalg.norm(d1))
         out["delta_rel_diff"] = float(np.linalg.norm(d2 - d1) / np.linalg.norm(d1))
@@ -121,12 +132,12 @@ def equivalence(backend: str) -> dict:
 
 
 def bitwise(backend: str, iterations: int = 4) -> dict:
-    cfg, comm, vmc = _setup(backend, [])
-    initial = _sha(vmc.wf.get_flat())
+    cfg, comm, driver = _setup(backend, [])
+    initial = _sha(driver.wf.get_flat())
     hashes, mismatches, energies = [], [], []
     for _ in range(iterations):
-        rec = vmc.step()
-        theta = vmc.wf.get_flat()
+        rec = driver.step()
+        theta = driver.wf.get_flat()
         hashes.append(_sha(theta))
         energies.append(rec["energy"])
         # In-job check as well: rank 0's parameters, bitwise, against this rank's.
@@ -135,7 +146,7 @@ def bitwise(backend: str, iterations: int = 4) -> dict:
         mismatches.append(float(comm.allreduce(np.array([differ]))[0]))
     return {"rank": comm.rank, "backend": comm.name, "size": comm.size,
             "initial_sha": initial, "param_sha": hashes, "ranks_differing": mismatches,
-            "walkers_sha": _sha(vmc.sampler.x.numpy()), "energies": energies}
+            "walkers_sha": _sha(driver.objective.sampler.x.numpy()), "energies": energies}
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 from conftest import cli
-from distvmc import checkpoint
+from distvmc import checkpoint, resume
 from distvmc.comm import available
 from distvmc.preemption import EXIT_PREEMPTED
 
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 240
 TINY = ["wavefunction.factors.0.hidden=[8, 8]", "sampler.walkers=65", "sampler.thermalization=20",
         "sampler.sweeps_per_sample=3", "evaluation.samples=650", "evaluation.thermalization=5",
-        "evaluation.sweeps_per_sample=2", "output.log_every=1"]
+        "evaluation.sweeps_per_sample=2", "output.log_every=1", "reference_energy=-0.5"]
 # One rank: Adam, whose state (m, v, t) must survive the restart too.
 ADAM = TINY + ["optimizer.type=adam", "optimizer.lr=0.01", "optimizer.iterations=12",
                "checkpoint.every=2"]
@@ -287,7 +287,7 @@ def test_corrupt_checkpoints_are_detected_and_skipped(adam_reference, tmp_path):
     p12.write_bytes(data[: len(data) // 2])
     p10 = run / "checkpoints" / "ckpt-00000010.h5"
     with h5py.File(p10, "r") as f:
-        offset = f["sampler/walkers"].id.get_offset()
+        offset = f["state/driver/objective/sampler/x"].id.get_offset()
     assert offset is not None
     with open(p10, "r+b") as f:
         f.seek(offset + 100)
@@ -306,8 +306,8 @@ def test_corrupt_checkpoints_are_detected_and_skipped(adam_reference, tmp_path):
     assert "ckpt-00000014.h5: incomplete" in messages[0]
     assert "ckpt-00000012.h5: unreadable" in messages[1]
     assert "ckpt-00000010.h5: checksum mismatch" in messages[2]
-    resume = checkpoint.prepare_resume(str(run), None, [])
-    assert resume.state["path"].endswith("ckpt-00000008.h5") and len(resume.messages) == 3
+    res = resume.prepare_resume(str(run), None, [])
+    assert res.checkpoint["path"].endswith("ckpt-00000008.h5") and len(res.messages) == 3
 
 
 def test_results_h5_holds_history_and_evaluation(adam_reference):
@@ -519,22 +519,18 @@ def test_too_little_disk_space_is_a_clear_error_at_start(tmp_path):
 
 
 def test_free_space_is_checked_against_the_size_of_the_checkpoints(tmp_path):
-    from types import SimpleNamespace
-
-    from distvmc import config
+    from distvmc import config, hooks
 
     cfg = config.load(None, ["sampler.walkers=4096", "checkpoint.keep=3"])
-    vmc = SimpleNamespace(cfg=cfg, global_walkers=4096 * 64,
-                          system=SimpleNamespace(particles=10, dim=3),
-                          wf=SimpleNamespace(n_parameters=100_000))
-    need = 4 * checkpoint.estimate_bytes(vmc)
-    assert need > 4 * 2 * 8 * (4096 * 64 * 30)  # every rank's walkers, twice (rewind state)
+    walkers, n, d, p = 4096 * 64, 10, 3, 100_000
+    need = 4 * hooks.estimate_bytes(cfg, walkers, n, d, p)
+    assert need > 4 * 2 * 8 * (walkers * n * d)  # every rank's walkers, twice (rewind state)
     free = shutil.disk_usage(tmp_path).free
     if free > need:
-        checkpoint.check_free_space(str(tmp_path), vmc)  # no error
-    vmc.global_walkers *= 1 + int(free // (4 * 2 * 8 * 30))  # more walkers than the disk holds
+        hooks.check_free_space(str(tmp_path), cfg, hooks.estimate_bytes(cfg, walkers, n, d, p))
+    walkers *= 1 + int(free // (4 * 2 * 8 * 30))  # more walkers than the disk holds
     with pytest.raises(config.ConfigError, match="MB free on its file system"):
-        checkpoint.check_free_space(str(tmp_path), vmc)
+        hooks.check_free_space(str(tmp_path), cfg, hooks.estimate_bytes(cfg, walkers, n, d, p))
 
 
 def test_slurm_script_checkpoints_on_sigusr1_requeues_and_resumes(tmp_path):

@@ -11,14 +11,21 @@ import scipy.linalg
 from numpy.polynomial import hermite
 
 from distvmc import config
-from distvmc.excited import penalty_strength, solve_grid, solve_sampling
+from distvmc.comm import SingleProcess
+from distvmc.excited import penalty_strength
+from distvmc.job import Job
 from distvmc.systems import build_system
+
+from conftest import quiet
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
 
-def quiet(*args, **kwargs):
-    pass
+def solve(cfg, system=None, energy=None) -> Job:
+    """Every state of cfg in process (no run directory); ``energy``: a GridEnergy to reuse."""
+    job = Job(cfg, SingleProcess(), system or build_system(cfg), quiet, grid_energy=energy)
+    job.run()
+    return job
 
 
 def hermite_function(n, x):
@@ -40,15 +47,15 @@ def test_oscillator_excited_states_for_ten_seeds_out_of_ten():
         cfg = config.load(path, fast + [f"seed={seed}"])
         if energy is None:
             system = build_system(cfg)
-        res = solve_grid(cfg, system, log=quiet, energy=energy)
-        energy = res["energy"]  # reused: the same grid and network, new initial parameters
-        e = [r["energy"] for r in res["states"]]
+        job = solve(cfg, system, energy)
+        energy = job._energy  # reused: the same grid and network, new initial parameters
+        e = [f.grid.energy for f in job.found]
         assert np.max(np.abs(np.array(e) - [0.5, 1.5, 2.5, 3.5])) < 1e-4, (seed, e)
-        ov = np.asarray(res["overlaps"])
+        ov = np.asarray(job.overlaps()[0])
         assert np.max(np.abs(ov - np.eye(4))) < 1e-3, (seed, ov)
-        grid = res["grid"]
+        grid = energy.grid
         x = grid.points[:, 0, 0]
-        for n, st in enumerate(res["grid_states"]):
+        for n, st in enumerate(f.grid for f in job.found):
             h = hermite_function(n, x)
             h /= np.sqrt(grid.integrate(h * h))
             assert abs(grid.integrate(h * st.psi)) > 0.999, (seed, n)
@@ -73,10 +80,10 @@ def test_anharmonic_config_matches_exact_diagonalization():
     path = os.path.join(CONFIGS, "anharmonic_1d.yaml")
     cfg = config.load(path, ["excited.states=2"])
     system = build_system(cfg, os.path.dirname(os.path.abspath(path)))
-    res = solve_grid(cfg, system, log=quiet)
+    job = solve(cfg, system)
     p = cfg.potential.params
     exact = exact_levels(p["a"], p["b"], 2)
-    e = np.array([r["energy"] for r in res["states"]])
+    e = np.array([f.grid.energy for f in job.found])
     assert np.all(e > exact - 1e-7)  # variational (up to quadrature round-off)
     assert np.max(np.abs(e - exact)) < 1e-5, (e, exact)
     # the quartic term pushes the levels above the harmonic ones
@@ -106,11 +113,12 @@ def test_sampling_penalty_finds_the_oscillator_first_excited_state():
         "sampler.walkers=512", "sampler.step=1.0", "sampler.thermalization=100",
         "sampler.sweeps_per_sample=5", "excited.states=2", "optimizer.iterations=80",
         "optimizer.lr=0.1", "evaluation.samples=20000", "evaluation.thermalization=50"])
-    res = solve_sampling(cfg, log=quiet)
-    (e0, d0), (e1, d1) = [(r["energy"], r["energy_err"]) for r in res["states"]]
+    job = solve(cfg)
+    (e0, d0), (e1, d1) = [(f.result["energy"], f.result["energy_err"]) for f in job.found]
     assert abs(e0 - 0.5) < 1e-3
     assert abs(e1 - 1.5) < 5e-3 and abs(e1 - 1.5) < 5 * d1 + 1e-3, (e1, d1)
-    s2, ds2 = res["overlaps_sq"][0][1], res["overlaps_sq_err"][0][1]
+    _, _, ov_sq, ov_sq_err = job.overlaps()
+    s2, ds2 = ov_sq[0][1], ov_sq_err[0][1]
     assert s2 < 0.01 and abs(s2) < 5 * ds2 + 1e-3, (s2, ds2)
 
 

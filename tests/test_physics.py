@@ -3,13 +3,8 @@
 import numpy as np
 
 from distvmc import config
-from distvmc.driver import VMC
 
-from conftest import CONFIGS
-
-
-def quiet(*a, **k):
-    pass
+from conftest import CONFIGS, ground_state
 
 
 def test_sr_finds_the_exact_gaussian_width_in_a_trap():
@@ -18,11 +13,10 @@ def test_sr_finds_the_exact_gaussian_width_in_a_trap():
                              "potential.omega=1.5",
                              "wavefunction.factors=[{type: gaussian_envelope, alpha: 0.3}]",
                              "sampler.walkers=256", "optimizer.lr=0.2", "reference_energy=3.0"])
-    vmc = VMC(cfg, log=quiet)
-    vmc.train(60)
-    alpha = float(np.exp(vmc.wf.factors[0].log_alpha.numpy()))
+    job = ground_state(cfg, 60)
+    alpha = float(np.exp(job.wf.factors[0].log_alpha.numpy()))
     assert abs(alpha - 0.75) < 1e-6
-    out = vmc.evaluate(samples=20000)
+    out = job.driver.objective.evaluate(samples=20000)
     assert abs(out["energy"] - 3.0) < 1e-9
     assert out["variance"] < 1e-12
 
@@ -31,11 +25,10 @@ def test_sr_finds_the_hydrogen_decay():
     # psi = exp(-a r): SR drives a from 0.6 to the exact 1, where E_L = -0.5 everywhere.
     cfg = config.load(None, ["wavefunction.factors=[{type: exp_envelope, decay: 0.6}]",
                              "sampler.walkers=512", "optimizer.lr=0.5"])
-    vmc = VMC(cfg, log=quiet)
-    vmc.train(60)
-    a = float(np.exp(vmc.wf.factors[0].log_decay.numpy()[0]))
+    job = ground_state(cfg, 60)
+    a = float(np.exp(job.wf.factors[0].log_decay.numpy()[0]))
     assert abs(a - 1.0) < 1e-5
-    out = vmc.evaluate(samples=20000)
+    out = job.driver.objective.evaluate(samples=20000)
     assert abs(out["energy"] + 0.5) < 1e-8 and out["variance"] < 1e-9
 
 
@@ -45,9 +38,7 @@ def test_helium_jastrow_ansatz_is_variational_and_below_hartree_fock():
     cfg = config.load(f"{CONFIGS}/helium.yaml", [
         "wavefunction.factors=[{type: exp_envelope, trainable: true}, {type: jastrow}]",
         "sampler.walkers=1024", "optimizer.lr=0.1"])
-    vmc = VMC(cfg, log=quiet)
-    vmc.train(40)
-    out = vmc.evaluate(samples=40000)
+    out = ground_state(cfg, 40).driver.objective.evaluate(samples=40000)
     assert -2.9037 - 4 * out["energy_err"] < out["energy"] < -2.85, out["energy"]
 
 
@@ -59,7 +50,5 @@ def test_hookes_atom_with_exact_cusp_jastrow():
                              "wavefunction.factors=[{type: gaussian_envelope, alpha: 0.25}, "
                              "{type: jastrow, b: 0.5}]",
                              "sampler.walkers=1024", "optimizer.lr=0.1", "reference_energy=2.0"])
-    vmc = VMC(cfg, log=quiet)
-    vmc.train(60)
-    out = vmc.evaluate(samples=40000)
+    out = ground_state(cfg, 60).driver.objective.evaluate(samples=40000)
     assert 2.0 - 4 * out["energy_err"] < out["energy"] < 2.002, out

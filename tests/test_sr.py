@@ -7,7 +7,7 @@ import tensorflow as tf
 from distvmc import config
 from distvmc.comm import SingleProcess
 from distvmc.optimizers.jacobian import LogDerivatives
-from distvmc.optimizers.sr import SR, solve_shifted
+from distvmc.optimizers.sr import SR, Gradient, solve_shifted
 from distvmc.systems import build_system
 from distvmc.wavefunctions import build_wavefunction
 
@@ -17,6 +17,14 @@ def small_problem(overrides=(), seed=0):
     system = build_system(cfg)
     wf = build_wavefunction(cfg, system, seed=seed)
     return cfg, system, wf
+
+
+def direction(cfg, wf, x, e, comm=None):
+    """SR's direction for samples x with local energies e (one rank)."""
+    o = LogDerivatives(wf)(x)
+    g = Gradient(o=o - o.mean(0), e=e - e.mean(), n=len(e))
+    sr = SR(cfg.optimizer, comm or SingleProcess(), wf.n_parameters)
+    return sr.direction(g, cfg.optimizer.shift)
 
 
 def test_log_derivatives_match_finite_differences(rng):
@@ -45,8 +53,7 @@ def test_sr_direction_equals_numpy_reference(solver, rng):
     cfg, _, wf = small_problem([f"optimizer.solver={solver}", "optimizer.shift=0.01"])
     x = rng.standard_normal((50, 1, 3))
     e = rng.standard_normal(50)
-    sr = SR(wf, cfg.optimizer, SingleProcess())
-    delta, info = sr.direction(x, e)
+    delta, info = direction(cfg, wf, x, e)
     assert info["solver"] == solver
     o = LogDerivatives(wf)(x)
     oc = o - o.mean(0)
@@ -61,8 +68,7 @@ def test_sr_step_lowers_the_energy_along_the_gradient(rng):
     cfg, _, wf = small_problem()
     x = rng.standard_normal((64, 1, 3))
     e = rng.standard_normal(64)
-    sr = SR(wf, cfg.optimizer, SingleProcess())
-    delta, _ = sr.direction(x, e)
+    delta, _ = direction(cfg, wf, x, e)
     o = LogDerivatives(wf)(x)
     grad = 2 * (o - o.mean(0)).T @ (e - e.mean()) / 64
     assert grad @ delta > 0  # a descent direction: S + eps is positive definite
@@ -87,6 +93,23 @@ def test_sr_with_duplicate_parameters_direction_is_finite(rng):
     cfg, _, wf = small_problem(["optimizer.shift=0"])
     x = np.repeat(rng.standard_normal((1, 1, 3)), 16, axis=0)
     e = np.full(16, -0.3)
-    delta, info = SR(wf, cfg.optimizer, SingleProcess()).direction(x, e)
+    delta, info = direction(cfg, wf, x, e)
     assert np.all(np.isfinite(delta))
     np.testing.assert_allclose(delta, 0.0, atol=1e-12)
+
+
+def test_samplespace_with_an_extra_force_equals_dense(rng):
+    # The penalized excited-state objective adds a force outside the span of O^T:
+    # the sample-space solver then uses the Woodbury form, which must give the dense delta.
+    x = rng.standard_normal((30, 1, 3))
+    e = rng.standard_normal(30)
+    deltas = {}
+    for solver in ("dense", "samplespace"):
+        cfg, _, wf = small_problem([f"optimizer.solver={solver}", "optimizer.shift=0.01"])
+        o = LogDerivatives(wf)(x)
+        extra = np.random.default_rng(5).standard_normal(wf.n_parameters) * 0.1
+        g = Gradient(o=o - o.mean(0), e=e - e.mean(), n=30, extra=extra)
+        deltas[solver], info = SR(cfg.optimizer, SingleProcess(), wf.n_parameters).direction(g, 0.01)
+        assert info["solver"] == solver
+    assert wf.n_parameters > 30  # more parameters than samples: the case sample space is for
+    np.testing.assert_allclose(deltas["samplespace"], deltas["dense"], rtol=1e-7, atol=1e-9)

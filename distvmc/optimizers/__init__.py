@@ -1,8 +1,6 @@
-"""Optimizers of the variational parameters from sampled configurations.
-
-Both optimizers take the same inputs each iteration: the configurations x of
-this rank, shape (S, N, D), and their local energies, shape (S,), and update
-the wavefunction's parameters identically on every rank.
+"""Preconditioners: turn an objective's :class:`~distvmc.optimizers.sr.Gradient` into a
+parameter direction delta (identical on every rank); the driver steps
+theta <- theta - lr delta.
 
 ``sr``: stochastic reconfiguration (natural gradient), :mod:`.sr`.
 ``adam``: Adam on the energy gradient, :mod:`.adam`.
@@ -11,16 +9,19 @@ the wavefunction's parameters identically on every rank.
 from __future__ import annotations
 
 from distvmc.optimizers.adam import Adam
-from distvmc.optimizers.sr import SR
+from distvmc.optimizers.sr import SR, Gradient
 
 
-def make_optimizer(cfg, wavefunction, comm, chunk_size: int):
-    """The optimizer that the ``optimizer`` section describes."""
+def make_preconditioner(cfg, comm, n_parameters: int):
+    """The preconditioner that the ``optimizer`` section describes."""
     if cfg.type == "sr":
-        return SR(wavefunction, cfg, comm, chunk_size)
-    return Adam(wavefunction, cfg, comm, chunk_size)
+        return SR(cfg, comm, n_parameters)
+    return Adam(cfg, comm, n_parameters)
 
 
 def learning_rate(cfg, iteration: int) -> float:
     """lr / (1 + lr_decay * t)."""
     return cfg.lr / (1.0 + cfg.lr_decay * iteration)
+
+
+__all__ = ["SR", "Adam", "Gradient", "make_preconditioner", "learning_rate"]

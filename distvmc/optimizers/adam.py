@@ -1,21 +1,26 @@
-"""Adam on the energy gradient g = 2 <O E> (centred), for comparison with SR."""
+"""Adam on the energy gradient g = 2 F (F = <O E> + extra, or an explicit force)."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from distvmc.optimizers.sr import SR
+from distvmc.optimizers.sr import Gradient, force
 
 
-class Adam(SR):
-    """Adam; reuses SR's distributed moments and keeps (m, v, t) as state."""
+class Adam:
+    """Adam; its state (m, v, t) is part of every snapshot and checkpoint."""
 
-    def __init__(self, wavefunction, cfg, comm, chunk_size: int = 16384):
-        super().__init__(wavefunction, cfg, comm, chunk_size)
-        p = wavefunction.n_parameters
-        self.m = np.zeros(p)
-        self.v = np.zeros(p)
+    needs_metric = False
+
+    def __init__(self, cfg, comm, n_parameters: int):
+        self.cfg = cfg
+        self.comm = comm
+        self.m = np.zeros(n_parameters)
+        self.v = np.zeros(n_parameters)
         self.t = 0
+        self.timings: dict[str, float] = {}
 
     def state(self) -> dict:
         return {"m": self.m.copy(), "v": self.v.copy(), "t": np.array(self.t)}
@@ -25,14 +30,14 @@ class Adam(SR):
         self.v = np.array(state["v"], dtype=np.float64)
         self.t = int(state["t"])
 
-    def direction(self, x, e):
-        mo = self.moments(x, e)
-        (f_sum,) = self.comm.allreduce_many([mo["oc"].T @ mo["ec"]])
-        g = 2.0 * f_sum / mo["n"]
+    def direction(self, g: Gradient, shift: float = 0.0) -> tuple[np.ndarray, dict]:
+        t0 = time.perf_counter()
+        grad = 2.0 * force(g, self.comm)
         c = self.cfg
         self.t += 1
-        self.m = c.beta1 * self.m + (1 - c.beta1) * g
-        self.v = c.beta2 * self.v + (1 - c.beta2) * g * g
+        self.m = c.beta1 * self.m + (1 - c.beta1) * grad
+        self.v = c.beta2 * self.v + (1 - c.beta2) * grad * grad
         mhat = self.m / (1 - c.beta1 ** self.t)
         vhat = self.v / (1 - c.beta2 ** self.t)
-        return mhat / (np.sqrt(vhat) + c.epsilon), {"solver": "adam", "solve": ""}
+        self.timings = {"allreduce": time.perf_counter() - t0}
+        return mhat / (np.sqrt(vhat) + c.epsilon), {"solver": "adam", "solve": "adam"}
