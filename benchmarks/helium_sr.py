@@ -36,17 +36,17 @@ def main():
     he = f"{CONFIGS}/helium.yaml"
 
     vmc = build(he, overrides(SIZES["4.7k"]))
-    w = vmc.sampler.walkers
+    w = vmc.objective.sampler.walkers
     print(f"helium, MLP 6-64-64-1 tanh + envelope: {vmc.wf.n_parameters} parameters, {w} walkers")
     sweeps = 100
-    t = best_of(lambda: vmc.sampler.sample(1, sweeps), repeat=3)
+    t = best_of(lambda: vmc.objective.sampler.sample(1, sweeps), repeat=3)
     print(f"  Metropolis: {w * sweeps / t:,.0f} walker-steps/s ({t / sweeps * 1e3:.2f} ms per sweep)")
-    x = vmc.sampler.x.numpy()
+    x = vmc.objective.sampler.x.numpy()
     for method in METHODS:
-        le = LocalEnergy(vmc.wf, vmc.system, method, chunk_size=16384)
+        le = LocalEnergy(vmc.wf, vmc.objective.system, method, chunk_size=16384)
         t = best_of(lambda: le(x), repeat=3)
         print(f"  local energy ({method:>12}): {w / t:,.0f} local energies/s ({t:.3f} s per batch)")
-    t_jac = best_of(lambda: vmc.optimizer.log_derivatives(x), repeat=3)
+    t_jac = best_of(lambda: vmc.objective.log_derivatives(x), repeat=3)
     print(f"  Jacobian O ({w} x {vmc.wf.n_parameters}): {t_jac:.3f} s")
 
     runs = [("1k", "dense"), ("4.7k", "dense"), ("4.7k", "samplespace")]

@@ -117,7 +117,8 @@ def worker(args) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from distvmc import config
     from distvmc.comm import make_communicator
-    from distvmc.driver import VMC
+    from distvmc.job import Job
+    from distvmc.systems import build_system
 
     comm = make_communicator(args.backend)
     hidden = json.loads(args.hidden)
@@ -127,8 +128,10 @@ def worker(args) -> None:
         "sampler.thermalization=40", "sampler.samples_per_walker=1", "optimizer.solver=dense",
         f"distributed.backend={args.backend}"])
     timed = TimedComm(comm)
-    vmc = VMC(cfg, timed, log=lambda *a, **k: None)
-    vmc.thermalize()
+    job = Job(cfg, timed, build_system(cfg), log=lambda *a, **k: None)
+    job.start_state(0)
+    vmc = job.driver
+    vmc.objective.prepare()
     for _ in range(2):  # compile and warm up
         vmc.step()
     walls, comms = [], []
