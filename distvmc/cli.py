@@ -70,13 +70,18 @@ def cmd_run(args) -> int:
 
     preemption.install()  # SIGTERM/SIGUSR1: checkpoint after the current iteration, exit 75
     from distvmc import api
-    from distvmc.objectives import NonFiniteEnergyError
 
     try:
         api.run(args.config, args.overrides, out=args.out, resume=args.resume)
     except preemption.Preempted:
         return preemption.EXIT_PREEMPTED
-    except NonFiniteEnergyError as e:
+    except ConfigError:
+        raise
+    except Exception as e:
+        from distvmc.objectives import NonFiniteEnergyError  # not before: it imports TensorFlow
+
+        if not isinstance(e, NonFiniteEnergyError):
+            raise
         # Every rank raises it at the same iteration (the count of non-finite
         # energies is global), so no rank waits for another: one line, exit 1.
         from distvmc import comm as comm_mod

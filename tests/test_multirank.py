@@ -210,7 +210,7 @@ def test_a_two_rank_hydrogen_run_reports_ranks_and_global_walkers(backend, tmp_p
     s = json.loads((out / "summary.json").read_text())
     assert s["ranks"] == 2 and s["backend"] == backend
     assert s["walkers_per_rank"] == 128 and s["walkers_global"] == 256
-    assert s["eval_samples"] >= 2 * 2000
+    assert s["eval_samples"] >= 2000  # evaluation.samples counts all ranks together
     assert s["iterations"] == 15
     # variational: never below the exact -0.5 Hartree beyond the error bar
     assert s["energy"] > -0.5 - 5 * s["energy_err"] - 1e-6

@@ -47,7 +47,7 @@ def test_same_seed_same_chain_and_state_restore_is_exact():
     xa, _ = a.sample(4, 3)
     xb, _ = b.sample(4, 3)
     np.testing.assert_array_equal(xa, xb)
-    state = a.get_state()
+    state = a.state()
     after_a, _ = a.sample(2, 3)
     c = make(seed=3)
     c.set_state(state)
