@@ -112,3 +112,78 @@ def test_non_finite_energies_never_reach_the_optimizer(tmp_path):
     assert "not finite after 2 rewind(s) (recovery.max_rewinds = 2)" in r.stderr
     rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
     assert rows == []
+
+
+def test_wrong_shape_user_potential_through_the_cli_is_one_line_exit_2(tmp_path):
+    (tmp_path / "badpot.py").write_text(
+        "import tensorflow as tf\n"
+        "def v(x):\n"
+        "    return tf.reduce_sum(x * x, axis=2)  # (walkers, N): one value per particle\n")
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("system: {particles: 2, dim: 1}\n"
+                   "potential: {type: user, function: badpot:v}\n"
+                   "wavefunction: {factors: [{type: gaussian_envelope}]}\n")
+    r = cli("run", str(cfg), "--out", str(tmp_path / "run"), timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
+    assert "badpot:v" in r.stderr and "(3, 2)" in r.stderr
+
+
+def test_evaluate_finds_the_user_potential_from_any_directory(tmp_path):
+    # The module sits next to the config; run from one directory, evaluate from another.
+    src = tmp_path / "project"
+    src.mkdir()
+    (src / "mypot.py").write_text(
+        "import tensorflow as tf\n"
+        "def trap(x, k=1.0):\n"
+        "    return 0.5 * k * tf.reduce_sum(x * x, axis=[1, 2])\n")
+    (src / "job.yaml").write_text(
+        "system: {particles: 1, dim: 1}\n"
+        "potential: {type: user, function: mypot:trap, params: {k: 4.0}}\n"
+        "wavefunction: {factors: [{type: gaussian_envelope, alpha: 1.0}]}\n"
+        "sampler: {walkers: 64, thermalization: 10}\n"
+        "optimizer: {iterations: 2}\n"
+        "evaluation: {samples: 640, thermalization: 5}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = cli("run", str(src / "job.yaml"), "--out", str(tmp_path / "run"), cwd=str(elsewhere))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "job:" in r.stdout and "reference" not in r.stdout  # name from the file, no reference
+    r = cli("evaluate", str(tmp_path / "run"), "--samples", "2000", cwd="/")
+    assert r.returncode == 0, r.stderr[-2000:]
+    obs = json.loads((tmp_path / "run" / "observables.json").read_text())
+    # psi = exp(-x^2) is exact for k = 4 (omega = 2): E = 1 with zero variance
+    assert abs(obs["energy"]["energy"] - 1.0) < 1e-10
+    assert obs["samples"] >= 2000
+
+
+def test_evaluation_redraws_a_block_with_non_finite_energies_and_reports_it():
+    from conftest import ground_state
+    from distvmc import config
+    from distvmc.objectives import NonFiniteEnergyError
+
+    cfg = config.load(None, ["system.dim=1", "potential.type=harmonic",
+                             "wavefunction.factors=[{type: gaussian_envelope, alpha: 0.4}]",
+                             "sampler.walkers=100", "evaluation.samples=3000"])
+    job = ground_state(cfg, 1)
+    obj = job.driver.objective
+    clean = obj.local_energy
+    calls = {"n": 0}
+
+    def poisoned(x, first_bad=1):
+        calls["n"] += 1
+        e = clean(x)
+        if calls["n"] <= first_bad:
+            e[:7] = np.nan
+        return e
+
+    obj.local_energy = poisoned
+    out = obj.evaluate()
+    assert out["nonfinite"] == 7 and out["redrawn_blocks"] == 1
+    assert out["samples"] == 3000 and np.isfinite(out["energy_err"]) and out["energy_err"] > 0
+    assert np.isfinite(out["energy"])
+
+    calls["n"] = 0
+    obj.local_energy = lambda x: poisoned(x, first_bad=10 ** 6)  # never goes away
+    with pytest.raises(NonFiniteEnergyError, match="evaluation: non-finite local energies"):
+        obj.evaluate()
