@@ -109,7 +109,8 @@ SCHEMA: dict[str, Any] = {
         "epsilon": Float(1e-8, "Adam epsilon", min=0.0, open_min=True),
     },
     "evaluation": {
-        "samples": Int(200000, "samples (per rank) in the final evaluation with frozen parameters", min=1),
+        "samples": Int(200000, "samples in the final evaluation with frozen parameters, over "
+                       "all ranks together (rounded up to whole sweeps of every walker)", min=1),
         "sweeps_per_sample": Int(10, "sweeps between evaluation measurements", min=1),
         "thermalization": Int(100, "sweeps before evaluation measurements", min=0),
         "bins": Int(100, "radial density histogram bins", min=1),
@@ -126,8 +127,11 @@ SCHEMA: dict[str, Any] = {
                           ["parts", "laplacian"]),
         "edge_tolerance": Float(1e-8, "warn when |psi|^2 on the box's outer cells exceeds this "
                                 "fraction of its peak", min=0.0, open_min=True),
-        "tolerance": Float(1e-9, "stop a state's optimization once E changed by less than this "
-                           "over 20 iterations (0: always run optimizer.iterations)", min=0.0),
+        "tolerance": Float(1e-6, "a state has converged, and its optimization stops, once its "
+                           "energy variance <(H-E)^2> by quadrature (checked every 10 iterations) "
+                           "is below this; E is then within about variance/gap of the exact level "
+                           "(Temple). A state that reaches optimizer.iterations first is reported "
+                           "as not converged (0: always run optimizer.iterations)", min=0.0),
         "chunk_size": Int(65536, "grid points per Jacobian batch (bounds memory)", min=1),
     },
     "excited": {

@@ -207,6 +207,14 @@ class Driver:
             self.last_good = start
         lr = learning_rate(o, self.iteration) * self.lr_scale * self.step_scale
         rec["lr"] = lr
+        if self.objective.deterministic and self.objective.converged(rec):
+            # done: keep the parameters whose convergence was measured
+            self.converged = True
+            rec.update(converged=True, solve="converged", update_norm=0.0)
+            self.iteration += 1
+            rec["seconds"] = time.perf_counter() - t0
+            self.history.append(rec)
+            return rec
         t3 = time.perf_counter()
         delta, info = self.preconditioner.direction(grad, o.shift * self.shift_scale)
         update = lr * delta
@@ -238,7 +246,8 @@ class Driver:
 
     def finish(self) -> None:
         """Deterministic objectives: the last step was never checked; undo it if it raised E."""
-        if not self.step_control or self.accepted_energy is None or self.last_good is None:
+        if not self.step_control or self.accepted_energy is None or self.last_good is None \
+                or self.converged:
             return
         rec, _ = self.objective.estimate(False)
         if not rec["energy"] <= self.accepted_energy + 1e-12 * abs(self.accepted_energy):
@@ -251,10 +260,6 @@ class Driver:
         self.objective.prepare()
         while self.iteration < target and not self.converged:
             rec = self.step()
-            if self.objective.deterministic and "rewind" not in rec and \
-                    self.objective.converged(rec):
-                self.converged = True
-                rec["converged"] = True
             for hook in hooks:
                 hook(rec)
 
