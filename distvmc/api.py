@@ -198,8 +198,9 @@ def run(config=None, overrides=None, *, out=None, resume=None, potential=None,
         if board is not None:
             board.close()
     wall = time.perf_counter() - t0
-    meta = {"ranks": comm.size, "backend": comm.name, "walkers_global": cfg.sampler.walkers * comm.size,
-            "walkers_per_rank": cfg.sampler.walkers, "wall_s": wall,
+    w = job.walkers_per_rank
+    meta = {"ranks": comm.size, "backend": comm.name, "walkers_global": w * comm.size,
+            "walkers_per_rank": w, "wall_s": wall,
             "train_s": sum(f.train_s for f in job.found),
             "resumed_at": res.checkpoint["meta"]["iteration"] if res is not None else None}
     if not job.multi:

@@ -106,6 +106,14 @@ class Job:
     def total_iterations(self) -> int:
         return sum(f.iterations for f in self.found) + (self.driver.iteration if self.driver else 0)
 
+    @property
+    def walkers_per_rank(self) -> int:
+        """Walkers of this rank (after a resume on another rank count, not the config's)."""
+        if self.found and self.found[0].lower is not None:
+            return self.found[0].lower.sampler.walkers
+        sampler = getattr(self.driver.objective, "sampler", None) if self.driver else None
+        return sampler.walkers if sampler is not None else self.cfg.sampler.walkers
+
     def _prefix(self) -> str:
         return f"[state {self.k}] " if self.multi else ""
 

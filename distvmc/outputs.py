@@ -95,7 +95,8 @@ def write(job, run_dir: str, meta: dict) -> dict:
     cfg = job.cfg
     summary = {"name": cfg.name, "integrator": cfg.integrator, "states": len(job.found),
                "reference_energy": cfg.reference_energy, "iterations": job.total_iterations,
-               "parameters": job.wf.n_parameters, "version": __version__, **meta}
+               "parameters": (job.found[0].wf or job.wf).n_parameters, "version": __version__,
+               **meta}
     rewinds = [dict(r, state=f.k) if job.multi else r for f in job.found for r in f.rewinds]
     summary["rewinds"] = rewinds
     first = job.found[0]
@@ -158,7 +159,7 @@ def write(job, run_dir: str, meta: dict) -> dict:
     results.write(os.path.join(run_dir, "results.h5"), cfg.to_dict(), job.history, evaluation, {
         "name": cfg.name, "tensorflow_version": tf.__version__, "ranks": meta.get("ranks", 1),
         "backend": meta.get("backend", "single"), "iterations": job.total_iterations,
-        "parameters": job.wf.n_parameters, "walkers_global": meta.get("walkers_global", 0),
+        "parameters": summary["parameters"], "walkers_global": meta.get("walkers_global", 0),
         "rewinds": len(rewinds)}, states=state_rows(job) if job.multi else None)
     return summary
 

@@ -4,7 +4,7 @@ Batch systems announce the end of a job with a signal: Slurm sends SIGTERM on
 pre-emption or ``scancel``, and the signal named by ``--signal`` (SIGUSR1 in
 ``launch/slurm/*.sbatch``) shortly before the time limit. :func:`install`
 replaces the default action of both (die at once) by setting a flag. The
-driver's per-iteration hook (:class:`distvmc.checkpoint.Checkpointer`) adds the
+driver's per-iteration hook (:class:`distvmc.hooks.Checkpointer`) adds the
 flags of all ranks with one allreduce every iteration, so a signal that
 reaches only one rank still stops every rank after the same iteration; they
 write a checkpoint together and :func:`distvmc.cli.main` exits with

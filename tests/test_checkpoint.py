@@ -418,9 +418,11 @@ def test_two_ranks_signal_to_one_rank_then_resume_is_bitwise(mpirun, sr2_referen
     (it, path), = checkpoint.list_checkpoints(str(run))[-1:]
     assert 1 <= it < 10
     with h5py.File(path) as f:  # every rank's walkers and stream position are in it
-        assert f["sampler/walkers"].shape == (130, 1, 3)
-        assert f["sampler/walkers_per_rank"][:].tolist() == [65, 65]
-        assert len(set(f["sampler/walkers"][:65].ravel()) & set(f["sampler/walkers"][65:].ravel())) == 0
+        x = f["state/driver/objective/sampler/x"]
+        assert x.shape == (2, 65, 1, 3) and x.attrs["all_ranks"] == 1
+        counters = f["state/driver/objective/sampler/counter"][:]
+        assert counters.shape == (2,) and counters[0] == counters[1] > 0  # same sweeps, own streams
+        assert len(set(x[0].ravel()) & set(x[1].ravel())) == 0
     p = Proc(mpirun + distvmc("run", "--resume", str(run)))
     assert p.finish() == 0, p.text[-3000:]
     assert f"resumed from {path} at iteration {it} on the same 2 rank(s)" in p.text

@@ -157,3 +157,22 @@ def test_a_signed_wavefunction_with_a_node_runs_through_sampler_local_energy_and
     assert abs(out["energy"] - 1.5) < 1e-9 and out["variance"] < 1e-12  # zero variance
     xs = obj.sampler.x.numpy()[:, 0, 0]
     assert (xs < 0).mean() == pytest.approx(0.5, abs=0.15)  # |psi|^2 is even: both lobes
+
+
+def test_state_0_of_an_excited_state_run_is_trained_as_the_plain_run():
+    from distvmc import config
+    from distvmc.comm import SingleProcess
+    from distvmc.job import Job
+    from distvmc.systems import build_system
+
+    base = [o for o in SAMPLING if not o.startswith("excited.states")]
+    thetas, energies = [], []
+    for states in (1, 2):
+        cfg = config.load(None, base + [f"excited.states={states}"])
+        job = Job(cfg, SingleProcess(), build_system(cfg), quiet)
+        job.start_state(0)
+        job.train()
+        thetas.append(job.wf.get_flat())
+        energies.append([r["energy"] for r in job.history])
+    np.testing.assert_array_equal(thetas[0], thetas[1])
+    assert energies[0] == energies[1] and len(energies[0]) == 14
