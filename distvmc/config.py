@@ -40,6 +40,9 @@ from distvmc.wavefunctions import FACTORS, changes_sign, is_antisymmetric
 # exponential envelope, optimized by stochastic reconfiguration.
 # ----------------------------------------------------------------------------
 
+# Unit presets: the defaults of system.hbar and of the particle masses they imply.
+UNITS = {"atomic": {"hbar": 1.0, "mass": 1.0}, "nuclear": {"hbar": 197.327, "mass": 938.95}}
+
 FACTOR = Variant("mlp", "one factor of psi; log|psi| is the sum of the factors' logs", FACTORS)
 
 SCHEMA: dict[str, Any] = {
@@ -64,6 +67,9 @@ SCHEMA: dict[str, Any] = {
                                   "are per group)", positive=True, scalar_ok=True),
         "hbar": Float(1.0, "Planck's constant in the chosen units (1 in atomic units; "
                       "197.327 MeV fm with masses in MeV)", min=0.0, open_min=True),
+        "units": Choice("atomic", "unit preset: atomic (hbar = m_e = 1, Hartree, bohr) or nuclear "
+                        "(MeV, fm: hbar defaults to 197.327 MeV fm and every mass to the nucleon "
+                        "mass 938.95 MeV, so hbar^2/m = 41.4697 MeV fm^2)", list(UNITS)),
         "species": Records(None, "groups of identical particles, numbered group after group "
                            "(null: from system.particles); the resolved config always lists them",
                            species_mod.FIELDS),
@@ -86,6 +92,11 @@ SCHEMA: dict[str, Any] = {
         "samples_per_walker": Int(1, "measurements per walker per iteration", min=1),
         "init_width": Float(1.0, "spread of the initial walkers around the nuclei or origin",
                             min=0.0, open_min=True),
+        "recentre": Choice(None, "move each walker's centre of mass to the origin after every "
+                           "sweep (only for a translation-invariant psi, whose |psi|^2 it leaves "
+                           "unchanged); null: true when the potential and every factor declare "
+                           "translation invariance (pionless with nuclear factors)",
+                           [None, True, False]),
     },
     "hamiltonian": {
         "laplacian": Choice("hessian", "exact Laplacian method (all three agree; "
@@ -237,6 +248,35 @@ def _grid_checks(c: dict) -> None:
                           "nodes; add an mlp factor with signed: true to wavefunction.factors")
 
 
+def _translation_invariant(c: dict) -> bool:
+    """The potential and every factor declare translation invariance (registry meta)."""
+    if not POTENTIALS.entry(c["potential"]["type"]).meta.get("translation_invariant"):
+        return False
+    return all(FACTORS.entry(f["type"]).meta.get("translation_invariant")
+               for f in c["wavefunction"]["factors"])
+
+
+def _unit_defaults(raw: dict) -> dict:
+    """``system.units: nuclear`` fills in hbar and the masses the file leaves out.
+
+    Works on the raw tree (before defaults): an explicit ``hbar`` or mass wins, and the
+    resolved config lists the values used, so it validates to itself.
+    """
+    system = raw.get("system") if isinstance(raw, dict) else None
+    if not isinstance(system, dict) or system.get("units") not in UNITS or system["units"] == "atomic":
+        return raw
+    preset = UNITS[system["units"]]
+    raw = dict(raw)
+    system = raw["system"] = dict(system)
+    system.setdefault("hbar", preset["hbar"])
+    if isinstance(system.get("species"), list):
+        system["species"] = [dict(g, mass=g.get("mass", preset["mass"])) if isinstance(g, dict)
+                             else g for g in system["species"]]
+    elif system.get("mass") is None:
+        system["mass"] = preset["mass"]
+    return raw
+
+
 def defaults() -> dict:
     """The full default tree (the bundled hydrogen job), before the system is resolved."""
     return defaults_of(SCHEMA)
@@ -250,9 +290,11 @@ def validate(raw: dict) -> Section:
     """
     if raw is None:
         raw = {}
-    out = validate_section(SCHEMA, raw, "")
+    out = validate_section(SCHEMA, _unit_defaults(raw), "")
     electrons = POTENTIALS.entry(out["potential"]["type"]).meta.get("electrons", False)
     species_mod.resolve(out["system"], electrons)
+    if out["sampler"]["recentre"] is None:
+        out["sampler"]["recentre"] = _translation_invariant(out)
     _cross_checks(out)
     return Section(out)
 

@@ -96,7 +96,8 @@ def finite_mean(values: np.ndarray, comm) -> float:
 
 def make_sampler(wf, x0, step, seed, comm, cfg, dtype, purpose=0, name="sampler"):
     return MetropolisSampler(wf.log_abs, x0, step, stream_key(seed, comm.rank, purpose), comm,
-                             cfg.sampler.target_acceptance, dtype, name=name)
+                             cfg.sampler.target_acceptance, dtype, name=name,
+                             recentre=cfg.sampler.recentre)
 
 
 class MonteCarloEnergy:

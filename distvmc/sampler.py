@@ -9,6 +9,12 @@ Randomness is counter-based: sweep number c of a rank draws from the
 stateless Philox stream keyed by (key, c), where ``key`` derives from
 (seed, rank). The whole random state is therefore the integer ``counter``,
 which makes checkpoints exact and gives every rank an independent stream.
+
+With ``recentre=True`` (translation-invariant systems: nuclei) every walker's
+centre of mass is moved to the origin after each sweep. For a psi that depends
+only on x_i - x_cm this changes neither |psi|^2 nor any acceptance decision:
+the internal coordinates follow exactly the chain they would follow without
+it, while the centre of mass no longer diffuses away (tests/test_nuclei.py).
 """
 
 from __future__ import annotations
@@ -36,11 +42,15 @@ class MetropolisSampler(tf.Module):
     """
 
     def __init__(self, log_abs, x0: np.ndarray, step: float, key: int, comm,
-                 target_acceptance: float = 0.5, dtype=tf.float64, name="sampler"):
+                 target_acceptance: float = 0.5, dtype=tf.float64, name="sampler",
+                 recentre: bool = False):
         super().__init__(name=name)
         self._log_abs = log_abs
         self.comm = comm
         self.target = target_acceptance
+        self.recentre = bool(recentre)
+        if self.recentre:
+            x0 = np.asarray(x0) - np.mean(x0, axis=1, keepdims=True)
         self.x = tf.Variable(x0, dtype=dtype, name="walkers")
         self.logp = tf.Variable(tf.zeros(x0.shape[0], dtype=dtype), name="logp")
         self.step = tf.Variable(step, dtype=dtype, name="step")
@@ -99,7 +109,10 @@ class MetropolisSampler(tf.Module):
                     prop = x + noise[i]
                     logp_new = 2.0 * self._log_abs(prop)
                     accept = log_u[i] < logp_new - logp  # NaN proposals are rejected
-                    return (i + 1, tf.where(accept[:, None, None], prop, x),
+                    x_new = tf.where(accept[:, None, None], prop, x)
+                    if self.recentre:  # |psi|^2 is translation invariant: logp stays valid
+                        x_new = x_new - tf.reduce_mean(x_new, axis=1, keepdims=True)
+                    return (i + 1, x_new,
                             tf.where(accept, logp_new, logp), acc + tf.cast(accept, tf.int64))
 
                 k = tf.minimum(c, n_sweeps - j * c)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from distvmc.schema import ConfigError, Section
-from distvmc.systems import coulomb, free, harmonic, user  # noqa: F401  (register the potentials)
+from distvmc.systems import coulomb, free, harmonic, pionless, user  # noqa: F401  (register the potentials)
 from distvmc.systems.base import POTENTIALS, Potential, System, register_potential
 from distvmc.systems.species import Species, pair_cusp
 

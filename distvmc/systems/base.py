@@ -31,7 +31,7 @@ POTENTIALS = Registry("potential")
 
 def register_potential(name: str, fields: dict | None = None, builder=None, *,
                        electrons: bool = False, check=None, doc: str = "",
-                       replace: bool = False):
+                       replace: bool = False, translation_invariant: bool = False):
     """Register a potential type (usable as a decorator when ``builder`` is omitted).
 
     Args:
@@ -42,9 +42,13 @@ def register_potential(name: str, fields: dict | None = None, builder=None, *,
         and down fermions of charge -1) rather than N spinless bosons.
       check: ``check(section: dict, config: dict, key: str)`` raising ConfigError
         for problems involving other sections (runs before TensorFlow starts).
+      translation_invariant: V depends only on relative positions (no external
+        field or clamped centre): with translation-invariant factors the sampler
+        re-centres the walkers (``sampler.recentre``).
     """
     return POTENTIALS.register(name, fields, builder, electrons=electrons, check=check,
-                               doc=doc, replace=replace)
+                               doc=doc, replace=replace,
+                               translation_invariant=translation_invariant)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from distvmc.schema import Section
-from distvmc.wavefunctions import envelopes, jastrow, mlp  # noqa: F401  (register the factors)
+from distvmc.wavefunctions import envelopes, jastrow, mlp, nuclear  # noqa: F401  (register the factors)
 from distvmc.wavefunctions.base import (FACTORS, Factor, Module, changes_sign, is_antisymmetric,
                                         register_factor)
 from distvmc.wavefunctions.wavefunction import Wavefunction

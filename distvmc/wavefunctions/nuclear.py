@@ -1,0 +1,128 @@
+"""Translation-invariant factors for light nuclei (positions in fm).
+
+Each depends on the nucleons only through x_i - x_cm (x_cm the mean position)
+or through pair distances r_ij, so psi is unchanged by a common shift of all
+nucleons, and the full Laplacian of log psi is the internal kinetic energy
+(the centre-of-mass part vanishes; tests/test_nuclei.py). All are symmetric
+under exchange of nucleons (a spatially symmetric ansatz: at leading order in
+pionless EFT and for A <= 4 the spin-isospin part carries the antisymmetry).
+
+``deepsets_cm``: log psi = rho(sum_i phi(x_i - x_cm)), phi 3 -> 16 -> 16 and
+    rho 16 -> 16 -> 16 -> 1 with tanh by default, as in the original multi-GPU
+    code (MLQM).
+``pair_net``: log psi = sum_{i<j} [f(r_ij^2, s_ij) - kappa s_ij] with
+    s_ij = sqrt(r_ij^2 + c^2), f a tanh MLP (bounded) and kappa > 0 a trainable
+    decay (psi stays normalizable whatever the optimizer does): smooth at
+    r_ij = 0 (no cusp: the potential is smooth) and able to decay exponentially
+    (the deuteron's tail is exp(-kappa r) / r with kappa = 0.23 fm^-1).
+``cm_gaussian``: log psi = -beta sum_i |x_i - x_cm|^2 (beta > 0, trainable).
+
+Registered with ``translation_invariant=True``: with the ``pionless`` potential
+the sampler re-centres walkers by default (``sampler.recentre``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from distvmc.lazytf import tf
+from distvmc.schema import Bool, Choice, Float, IntList
+from distvmc.systems.pairs import pair_indices
+from distvmc.wavefunctions.base import FACTORS, Factor
+from distvmc.wavefunctions.mlp import ACTIVATIONS, INITS, DeepSets, Stack
+
+
+def relative(x):
+    """x_i - x_cm for x of shape (W, N, D); same shape."""
+    return x - tf.reduce_mean(x, axis=1, keepdims=True)
+
+
+def pair_r2(x):
+    """r_ij^2 for all pairs i < j: (W, N, D) -> (W, N(N-1)/2). Smooth everywhere
+    (no square root), so second derivatives exist at coalescence."""
+    i, j = pair_indices(x.shape[1])
+    d = tf.gather(x, i, axis=1) - tf.gather(x, j, axis=1)
+    return tf.reduce_sum(d * d, axis=-1)
+
+
+DEEPSETS_CM_FIELDS = {
+    "phi": IntList([16, 16], "per-nucleon network widths on x_i - x_cm (last: latent size)"),
+    "rho": IntList([16, 16], "hidden widths of the network on the summed latent vector"),
+    "activation": Choice("tanh", "nonlinearity", ACTIVATIONS),
+    "output_scale": Float(0.1, "scale of the last layer's initial weights", min=0.0),
+    "init": Choice("glorot", "weight initialisation", INITS),
+}
+
+PAIR_FIELDS = {
+    "hidden": IntList([16, 16], "hidden widths of the pair network f(r^2, s)"),
+    "activation": Choice("tanh", "nonlinearity", ACTIVATIONS),
+    "output_scale": Float(0.1, "scale of the last layer's initial weights", min=0.0),
+    "init": Choice("glorot", "weight initialisation", INITS),
+    "smoothing": Float(1.0, "length c in s = sqrt(r^2 + c^2), same units as positions (fm)",
+                       min=0.0, open_min=True),
+    "decay": Float(0.2, "initial kappa of the exponential tail -kappa s per pair (1/length); "
+                   "kept positive (stored as its logarithm), so psi stays normalizable",
+                   min=0.0, open_min=True),
+    "trainable_decay": Bool(True, "optimize kappa"),
+}
+
+CM_GAUSSIAN_FIELDS = {
+    "beta": Float(0.1, "initial beta in log psi = -beta sum_i |x_i - x_cm|^2 (1/length^2)",
+                  min=0.0, open_min=True),
+    "trainable": Bool(True, "optimize beta (kept positive: stored as its logarithm)"),
+}
+
+
+class DeepSetsCM(DeepSets):
+    """log psi = rho(sum_i phi(x_i - x_cm)); x: (W, N, D) -> (None, (W,))."""
+
+    def signed_log(self, x):
+        return super().signed_log(relative(x))
+
+
+class PairNet(Factor):
+    """log psi = sum_{i<j} [f(r_ij^2, s_ij) - kappa s_ij], s_ij = sqrt(r_ij^2 + c^2)."""
+
+    def __init__(self, system, cfg, rng, dtype, name="pair_net"):
+        self.name = name
+        self.c2 = float(cfg.smoothing) ** 2
+        self.net = Stack([2, *cfg.hidden, 1], cfg.activation, rng, dtype, cfg.init,
+                         cfg.output_scale, name="net")
+        log_kappa = np.log(cfg.decay)
+        if cfg.trainable_decay:
+            self.log_kappa = tf.Variable(log_kappa, dtype=dtype, name="log_kappa")
+        else:
+            self.log_kappa = tf.constant(log_kappa, dtype=dtype)
+
+    def signed_log(self, x):
+        """x: (W, N, D) -> (None, (W,))."""
+        r2 = pair_r2(x)  # (W, P)
+        s = tf.sqrt(r2 + self.c2)
+        p = r2.shape[1]
+        feats = tf.reshape(tf.stack([r2, s], axis=-1), [-1, 2])
+        f = tf.reshape(self.net(feats)[:, 0], [-1, p])
+        return None, tf.reduce_sum(f - tf.exp(self.log_kappa) * s, axis=1)
+
+
+class CMGaussian(Factor):
+    """log psi = -beta sum_i |x_i - x_cm|^2; x: (W, N, D) -> (None, (W,))."""
+
+    def __init__(self, system, cfg, rng=None, dtype=None, name="cm_gaussian"):
+        dtype = dtype or tf.float64
+        self.name = name
+        if cfg.trainable:
+            self.log_beta = tf.Variable(np.log(cfg.beta), dtype=dtype, name="log_beta")
+        else:
+            self.log_beta = tf.constant(np.log(cfg.beta), dtype=dtype)
+
+    def signed_log(self, x):
+        d = relative(x)
+        return None, -tf.exp(self.log_beta) * tf.reduce_sum(d * d, axis=[1, 2])
+
+
+FACTORS.register("deepsets_cm", DEEPSETS_CM_FIELDS, DeepSetsCM, translation_invariant=True,
+                 doc="DeepSets on x_i - x_cm (nuclei)")
+FACTORS.register("pair_net", PAIR_FIELDS, PairNet, translation_invariant=True,
+                 doc="a network of r_ij summed over pairs (nuclei)")
+FACTORS.register("cm_gaussian", CM_GAUSSIAN_FIELDS, CMGaussian, translation_invariant=True,
+                 doc="Gaussian confinement about the centre of mass")
