@@ -110,9 +110,18 @@ SCHEMA: dict[str, Any] = {
         "lr": Float(0.05, "learning rate", min=0.0, open_min=True),
         "lr_decay": Float(0.0, "lr_t = lr / (1 + lr_decay * t)", min=0.0),
         "shift": Float(1e-3, "SR diagonal shift epsilon in (S + epsilon) delta = F", min=0.0),
-        "solver": Choice("auto", "SR solver: dense (P x P overlap), samplespace (N x N, "
-                         "Woodbury), auto (samplespace when samples < parameters)",
-                         ["auto", "dense", "samplespace"]),
+        "solver": Choice("auto", "SR solver: dense (P x P overlap, Cholesky), cg (matrix-free "
+                         "conjugate gradient, S never formed), samplespace (n x n kernel O O^T, "
+                         "any number of ranks), auto (dense when P <= 2000, else samplespace on "
+                         "one rank when samples < parameters, else cg)",
+                         ["auto", "dense", "cg", "samplespace"]),
+        "cg_tol": Float(1e-4, "cg: stop when the residual |F - (S + shift) delta| is below this "
+                        "fraction of |F|", min=0.0, open_min=True),
+        "cg_maxiter": Int(100, "cg: at most this many CG steps per iteration (one allreduce of "
+                          "P numbers each); a solve that hits it is reported as not converged",
+                          min=1),
+        "cg_precondition": Choice("jacobi", "cg: jacobi (divide by diag(S) + shift, from the same "
+                                  "first allreduce) or none", ["jacobi", "none"]),
         "max_update_norm": Float(None, "clip the norm of lr*delta to this value", optional=True,
                                  min=0.0, open_min=True),
         "beta1": Float(0.9, "Adam beta1", min=0.0, max=1.0, open_max=True),
@@ -183,6 +192,8 @@ SCHEMA: dict[str, Any] = {
     "distributed": {
         "backend": Choice("auto", "communication backend: auto detects a launcher",
                           ["auto", "single", "mpi", "horovod"]),
+        "require_gpu": Bool(False, "stop (one line, exit 2) when a rank sees no GPU instead of "
+                            "running on the CPU"),
     },
 }
 

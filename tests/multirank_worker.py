@@ -1,7 +1,8 @@
 """One rank of a multi-rank test; started by tests/test_multirank.py under mpirun.
 
     mpirun -np 2 python tests/multirank_worker.py equivalence BACKEND
-    mpirun -np 2 python tests/multirank_worker.py bitwise BACKEND
+    mpirun -np 2 python tests/multirank_worker.py bitwise BACKEND [SOLVER]
+    mpirun -np 2 python tests/multirank_worker.py solvers BACKEND
 
 Each rank prints one line ``RESULT <json>`` that the test parses.
 
@@ -11,8 +12,12 @@ equivalence: every rank builds the same wavefunction and the same global set of
   statistics from W_1 | W_2 are compared, on rank 0, with a 1-rank computation
   (the SingleProcess communicator) on all of X. It first checks the
   Communicator contract (shapes, dtypes, sums, rank 0's data) on the backend.
-bitwise: a few real VMC iterations (sampling, local energies, SR step); every
-  rank reports the SHA-256 of its parameter bytes after every iteration.
+bitwise: a few real VMC iterations (sampling, local energies, SR step with
+  SOLVER, default dense); every rank reports the SHA-256 of its parameter
+  bytes after every iteration.
+solvers: the same global samples as ``equivalence``; the 2-rank direction of
+  every SR solver (dense, cg, samplespace; with and without an extra force)
+  against the 1-rank dense direction on all samples, computed on rank 0.
 """
 
 from __future__ import annotations
@@ -84,6 +89,14 @@ def collectives(comm) -> list[str]:
     o = comm.bcast_object({"rank": r, "dir": f"runs/x-{r}"})
     if o != {"rank": 0, "dir": "runs/x-0"}:
         bad.append(f"bcast_object: {o!r}")
+    g = comm.allgather(np.full((r + 1, 2), float(r)))  # 1 row from rank 0, 2 from rank 1
+    if g.shape != (3, 2) or not np.array_equal(g[:, 0], [0.0, 1.0, 1.0]):
+        bad.append(f"allgather: {g!r}")
+    got = comm.alltoall([np.full((r + 1, s + 2), 10.0 * r + s) for s in range(comm.size)])
+    want = [np.full((q + 1, r + 2), 10.0 * q + r) for q in range(comm.size)]
+    if len(got) != len(want) or not all(a.shape == b.shape and np.array_equal(a, b)
+                                        for a, b in zip(got, want)):
+        bad.append(f"alltoall: {got!r}")
     comm.barrier()
     return bad
 
@@ -131,8 +144,49 @@ def equivalence(backend: str) -> dict:
     return out
 
 
-def bitwise(backend: str, iterations: int = 4) -> dict:
+def solvers(backend: str) -> dict:
+    from types import SimpleNamespace
+
+    from distvmc.comm import SingleProcess
+    from distvmc.optimizers.sr import SR, Gradient
+
     cfg, comm, driver = _setup(backend, [])
+    obj = driver.objective
+    m, w = 2, 24  # 96 samples over both ranks, fewer than the 114 parameters
+    n, d = obj.system.particles, obj.system.dim
+    rng = np.random.default_rng(7)  # the same on every rank
+    x_all = (rng.standard_normal((m * comm.size * w, n, d)) * 1.3)
+    e_all = obj.local_energy(x_all)
+    rows = slice(comm.rank * m * w, (comm.rank + 1) * m * w)
+    o_all = obj.log_derivatives(x_all)
+    p = o_all.shape[1]
+    extra = np.random.default_rng(8).standard_normal(p) * 0.05
+    shift = 1e-3
+
+    def direction(o, e, c, solver, ex):
+        first = c.allreduce(np.concatenate([o.sum(axis=0), [e.sum(), float(len(e))]]))
+        nn = first[-1]
+        g = Gradient(o=o - first[:-2] / nn, e=e - first[-2] / nn, n=nn, extra=ex)
+        sc = SimpleNamespace(solver=solver, cg_tol=1e-12, cg_maxiter=2000,
+                             cg_precondition="jacobi")
+        return SR(sc, c, p, log=None).direction(g, shift)
+
+    out = {"rank": comm.rank, "backend": comm.name, "size": comm.size, "n_parameters": p,
+           "samples": int(len(e_all)), "sha": {}, "rel_diff": {}, "solve": {}}
+    for solver in ("dense", "cg", "samplespace"):
+        for ex in (None, extra):
+            key = solver + ("+extra" if ex is not None else "")
+            d2, info = direction(o_all[rows], e_all[rows], comm, solver, ex)
+            out["sha"][key] = _sha(d2)
+            out["solve"][key] = info["solve"]
+            if comm.rank == 0:
+                d1, _ = direction(o_all, e_all, SingleProcess(), "dense", ex)
+                out["rel_diff"][key] = float(np.linalg.norm(d2 - d1) / np.linalg.norm(d1))
+    return out
+
+
+def bitwise(backend: str, solver: str = "dense", iterations: int = 4) -> dict:
+    cfg, comm, driver = _setup(backend, [f"optimizer.solver={solver}"])
     initial = _sha(driver.wf.get_flat())
     hashes, mismatches, energies = [], [], []
     for _ in range(iterations):
@@ -150,6 +204,7 @@ def bitwise(backend: str, iterations: int = 4) -> dict:
 
 
 if __name__ == "__main__":
-    what, backend = sys.argv[1], sys.argv[2]
-    result = {"equivalence": equivalence, "bitwise": bitwise}[what](backend)
+    what, backend, *rest = sys.argv[1:]
+    result = {"equivalence": equivalence, "bitwise": bitwise, "solvers": solvers}[what](
+        backend, *rest)
     print("RESULT " + json.dumps(result), flush=True)

@@ -131,8 +131,8 @@ class Run:
         return out
 
 
-def _worker(what: str, backend: str, tmp_path: Path) -> dict[int, dict]:
-    run = Run([sys.executable, str(WORKER), what, backend], _env(), tmp_path)
+def _worker(what: str, backend: str, tmp_path: Path, *args: str) -> dict[int, dict]:
+    run = Run([sys.executable, str(WORKER), what, backend, *args], _env(), tmp_path)
     assert run.returncode == 0, run.tail()
     res = run.results()
     assert sorted(res) == [0, 1], f"expected RESULT lines from ranks 0 and 1:\n{run.tail()}"
@@ -158,8 +158,24 @@ def test_sr_on_two_ranks_equals_sr_on_one_rank_with_the_same_walkers(backend, tm
 
 
 @pytest.mark.mpi
-def test_parameters_are_bitwise_identical_on_every_rank_after_every_step(backend, tmp_path):
-    res = _worker("bitwise", backend, tmp_path)
+def test_every_sr_solver_on_two_ranks_gives_the_one_rank_dense_direction(backend, tmp_path):
+    res = _worker("solvers", backend, tmp_path)
+    r0, r1 = res[0], res[1]
+    assert r0["samples"] < r0["n_parameters"]  # the regime sample space is for
+    for key, diff in r0["rel_diff"].items():
+        # samplespace is exact (1e-10); cg is solved to cg_tol = 1e-12 here
+        assert diff <= 1e-10, (key, diff, r0["solve"][key])
+    assert set(r0["rel_diff"]) == {s + x for s in ("dense", "cg", "samplespace")
+                                   for x in ("", "+extra")}
+    assert r0["sha"] == r1["sha"]  # identical bits on every rank, for every solver
+    assert r0["solve"]["cg"].startswith("cg("), r0["solve"]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("solver", ["dense", "cg", "samplespace"])
+def test_parameters_are_bitwise_identical_on_every_rank_after_every_step(backend, solver,
+                                                                          tmp_path):
+    res = _worker("bitwise", backend, tmp_path, solver)
     r0, r1 = res[0], res[1]
     assert len(r0["param_sha"]) == 4
     assert r0["param_sha"] == r1["param_sha"]

@@ -48,9 +48,10 @@ def test_log_derivatives_match_finite_differences(rng):
     np.testing.assert_allclose(o, fd, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("solver", ["dense", "samplespace"])
+@pytest.mark.parametrize("solver", ["dense", "samplespace", "cg"])
 def test_sr_direction_equals_numpy_reference(solver, rng):
-    cfg, _, wf = small_problem([f"optimizer.solver={solver}", "optimizer.shift=0.01"])
+    cfg, _, wf = small_problem([f"optimizer.solver={solver}", "optimizer.shift=0.01",
+                                "optimizer.cg_tol=1e-12", "optimizer.cg_maxiter=1000"])
     x = rng.standard_normal((50, 1, 3))
     e = rng.standard_normal(50)
     delta, info = direction(cfg, wf, x, e)
@@ -113,3 +114,78 @@ def test_samplespace_with_an_extra_force_equals_dense(rng):
         assert info["solver"] == solver
     assert wf.n_parameters > 30  # more parameters than samples: the case sample space is for
     np.testing.assert_allclose(deltas["samplespace"], deltas["dense"], rtol=1e-7, atol=1e-9)
+
+
+def random_gradient(rng, n=80, p=60, extra=False):
+    """Centred O (n, p) with columns of very different scales (as an MLP's layers)."""
+    o = rng.standard_normal((n, p)) * np.geomspace(0.01, 3.0, p)
+    e = rng.standard_normal(n)
+    return Gradient(o=o - o.mean(0), e=e - e.mean(), n=n,
+                    extra=rng.standard_normal(p) * 0.1 if extra else None)
+
+
+def sr_for(solver, p, **kw):
+    cfg = config.load(None, [f"optimizer.solver={solver}"]
+                      + [f"optimizer.{k}={v}" for k, v in kw.items()])
+    return SR(cfg.optimizer, SingleProcess(), p, log=None)
+
+
+@pytest.mark.parametrize("precondition", ["jacobi", "none"])
+@pytest.mark.parametrize("extra", [False, True])
+def test_cg_gives_the_dense_direction_to_its_tolerance(precondition, extra, rng):
+    g = random_gradient(rng, extra=extra)
+    dense, _ = sr_for("dense", 60).direction(g, 1e-3)
+    for tol in (1e-6, 1e-10):
+        delta, info = sr_for("cg", 60, cg_tol=tol, cg_maxiter=5000,
+                             cg_precondition=precondition).direction(g, 1e-3)
+        assert info["cg_converged"] and info["cg_residual"] <= tol
+        assert info["solve"].startswith("cg(")
+        # |delta - dense| <= |(S + eps)^-1| |r| <= |r| / eps
+        assert np.linalg.norm(delta - dense) <= tol * np.linalg.norm(2 * g.o.T @ g.e / g.n
+                                                                      + (g.extra if extra else 0)) / 1e-3
+
+
+def test_cg_is_warm_started_from_the_previous_direction_and_that_is_its_state(rng):
+    g = random_gradient(rng)
+    sr = sr_for("cg", 60, cg_tol=1e-8, cg_maxiter=5000)
+    assert sr.state() == {}
+    d1, i1 = sr.direction(g, 1e-3)
+    assert not i1["cg_warm_start"] and i1["cg_iterations"] > 5
+    saved = sr.state()
+    np.testing.assert_array_equal(saved["previous_delta"], d1)
+    d2, i2 = sr.direction(g, 1e-3)  # the same system again: the warm start is the answer
+    assert i2["cg_warm_start"] and i2["cg_iterations"] <= 1
+    # a restored state repeats the iteration bit for bit (rewinds, checkpoints)
+    other = sr_for("cg", 60, cg_tol=1e-8, cg_maxiter=5000)
+    other.set_state(saved)
+    d3, i3 = other.direction(g, 1e-3)
+    np.testing.assert_array_equal(d3, d2)
+    other.set_state({})  # an SR state from before CG existed: a cold start
+    assert other.previous is None
+
+
+def test_cg_that_hits_its_iteration_cap_says_so_and_is_finite(rng):
+    g = random_gradient(rng)
+    delta, info = sr_for("cg", 60, cg_tol=1e-14, cg_maxiter=3).direction(g, 1e-6)
+    assert info["solve"].startswith("cg not converged (3 it")
+    assert not info["cg_converged"] and np.all(np.isfinite(delta))
+
+
+def test_cg_with_no_shift_and_a_zero_metric_is_finite():
+    # every sample identical: O = 0, F = 0, S = 0 and no shift -> delta = 0, never NaN
+    g = Gradient(o=np.zeros((10, 5)), e=np.zeros(10), n=10)
+    delta, info = sr_for("cg", 5, shift=0).direction(g, 0.0)
+    np.testing.assert_array_equal(delta, 0.0)
+    assert info["cg_converged"]
+
+
+def test_auto_picks_dense_then_samplespace_then_cg():
+    def chosen(p, n, size=1):
+        sr = sr_for("auto", p)
+        sr.comm = type("C", (), {"size": size, "is_root": True})()
+        return sr.choose_solver(n)
+
+    assert chosen(1000, 100) == "dense"  # P <= 2000
+    assert chosen(5000, 4096) == "samplespace"  # one rank, fewer samples than parameters
+    assert chosen(5000, 8192) == "cg"
+    assert chosen(5000, 4096, size=2) == "cg"  # several ranks: P numbers per CG step

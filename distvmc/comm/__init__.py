@@ -2,7 +2,9 @@
 
 Every backend offers the same small interface (:class:`Communicator`):
 ``rank``, ``size``, ``local_rank``, ``allreduce`` (sum of float64 arrays),
-``bcast`` (from rank 0), ``barrier`` and ``abort``. The VMC code calls these
+``bcast`` (from rank 0), ``allgather`` (concatenate every rank's rows),
+``alltoall`` (block s to rank s; the sample-space SR reshard), ``barrier``
+and ``abort``. The VMC code calls these
 the same way on every rank, in the same order. Only this package imports
 mpi4py or horovod.
 
@@ -87,14 +89,17 @@ def current() -> Communicator | None:
     return _current
 
 
-def make_communicator(backend: str = "auto", pin_device: bool = True) -> Communicator:
+def make_communicator(backend: str = "auto", pin_device: bool = True,
+                      require_gpu: bool = False, log=print) -> Communicator:
     """The communicator for ``distributed.backend`` (auto, single, mpi, horovod).
 
     ``auto`` uses :func:`detect_backend`; under an MPI launcher it takes mpi4py,
     or Horovod when only Horovod is installed. A backend whose package is not
     installed raises :class:`~distvmc.config.ConfigError` with a one-line
     message saying how to install it. With ``pin_device`` the rank then sees
-    only its own GPU (:func:`pin_gpu`), before any TensorFlow op runs. With
+    only its own GPU (:func:`pin_gpu`), before any TensorFlow op runs, and
+    every rank logs its device (:func:`describe_device`); ``require_gpu``
+    (``distributed.require_gpu``) turns "no GPU" into a ConfigError. With
     more than one rank, an uncaught exception in a script ends every rank
     (:func:`fail`) instead of leaving the others blocked in a collective.
     """
@@ -137,6 +142,15 @@ def make_communicator(backend: str = "auto", pin_device: bool = True) -> Communi
                           "mpi, horovod")
     if pin_device:
         pin_gpu(comm.local_rank)
+        line = describe_device(comm)
+        if require_gpu and "no GPU" in line:
+            raise ConfigError(f"distributed.require_gpu = true but {line}: {gpu_hint()}")
+        if log is not None:
+            log(line)
+            sys.stdout.flush()
+    elif require_gpu:
+        raise ConfigError("distributed.require_gpu = true needs the device pinned "
+                          "(make_communicator(pin_device=True))")
     if comm.size > 1:
         _install_excepthook(comm)
     _current = comm
@@ -165,6 +179,50 @@ def pin_gpu(local_rank: int) -> str | None:
     except RuntimeError:  # devices already initialized (a second communicator in one process)
         pass
     return gpu.name
+
+
+def describe_device(comm: Communicator | None = None) -> str:
+    """This rank's compute device, one line: ``rank 3/8: GPU 3 (NVIDIA H100 80GB HBM3)``
+    or ``rank 0/1: CPU (no GPU visible)``.
+
+    The GPU number is its index among the node's physical GPUs (after
+    :func:`pin_gpu`, the one this rank sees).
+    """
+    import tensorflow as tf
+
+    rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
+    head = f"rank {rank}/{size}"
+    physical = tf.config.list_physical_devices("GPU")
+    visible = tf.config.get_visible_devices("GPU") if physical else []
+    if not visible:
+        return f"{head}: CPU (no GPU visible)"
+    gpu = visible[0]
+    try:
+        name = tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+    except Exception:  # noqa: BLE001 - details are optional
+        name = gpu.name
+    index = physical.index(gpu) if gpu in physical else 0
+    more = f", +{len(visible) - 1} more visible" if len(visible) > 1 else ""
+    return f"{head}: GPU {index} ({name}{more})"
+
+
+def gpu_hint() -> str:
+    """How to get a GPU-capable TensorFlow here, one sentence."""
+    import importlib.metadata as md
+
+    import tensorflow as tf
+
+    try:
+        md.version("tensorflow-cpu")
+        return ("tensorflow-cpu is installed and never uses a GPU: pip uninstall tensorflow-cpu, "
+                "then pip install 'distvmc[gpu]'")
+    except md.PackageNotFoundError:
+        pass
+    if not tf.test.is_built_with_cuda():
+        return f"TensorFlow {tf.__version__} here is built without CUDA: pip install 'distvmc[gpu]'"
+    return ("TensorFlow is built with CUDA but finds no GPU: check nvidia-smi, "
+            "CUDA_VISIBLE_DEVICES and the driver, or pip install 'distvmc[gpu]' for the CUDA "
+            "libraries; or set distributed.require_gpu=false to run on the CPU")
 
 
 def failure_message(exc: BaseException, rank: int) -> str:

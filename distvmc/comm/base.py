@@ -38,6 +38,22 @@ class Communicator:
         """Rank 0's ``x`` on every rank (same shape and dtype on every rank)."""
         raise NotImplementedError
 
+    def allgather(self, x: np.ndarray) -> np.ndarray:
+        """Every rank's float64 ``x`` concatenated along axis 0, in rank order.
+
+        The first dimension may differ between ranks; the others must agree.
+        Shape (sum_r x_r.shape[0], ...), identical (bitwise) on every rank.
+        """
+        raise NotImplementedError
+
+    def alltoall(self, blocks: list[np.ndarray]) -> list[np.ndarray]:
+        """Personalized exchange: ``blocks[s]`` (float64, any shape) goes to rank s.
+
+        Returns the R blocks this rank received, ``out[r]`` from rank r, with
+        the shapes the senders gave them. Sends sum_s blocks[s].size numbers.
+        """
+        raise NotImplementedError
+
     def bcast_object(self, obj):
         """Rank 0's picklable object on every rank."""
         raise NotImplementedError

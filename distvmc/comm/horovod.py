@@ -66,6 +66,38 @@ class HorovodComm(Communicator):
                                   name="distvmc_bcast")
         return out.numpy().reshape(arr.shape)
 
+    def allgather(self, x):
+        arr = np.ascontiguousarray(x, dtype=np.float64)
+        if self.size == 1:
+            return arr.copy()
+        out = self._hvd.allgather(self._tf.constant(arr), name="distvmc_allgather")
+        return out.numpy()
+
+    def alltoall(self, blocks):
+        if len(blocks) != self.size:
+            raise ValueError(f"alltoall needs {self.size} blocks, got {len(blocks)}")
+        blocks = [np.ascontiguousarray(b, dtype=np.float64) for b in blocks]
+        if self.size == 1:
+            return [blocks[0].copy()]
+        shapes = self._hvd.alltoall(
+            self._tf.constant(np.array([list(b.shape) + [0] * (3 - b.ndim) + [b.ndim]
+                                        for b in blocks], dtype=np.int64)),
+            name="distvmc_alltoall_shapes")
+        shapes = shapes[0] if isinstance(shapes, (tuple, list)) else shapes
+        shapes = [tuple(int(v) for v in row[:int(row[3])]) for row in shapes.numpy()]
+        send = np.concatenate([b.ravel() for b in blocks])
+        out = self._hvd.alltoall(self._tf.constant(send),
+                                 splits=self._tf.constant([b.size for b in blocks],
+                                                          dtype=self._tf.int32),
+                                 name="distvmc_alltoall")
+        out = (out[0] if isinstance(out, (tuple, list)) else out).numpy()
+        res, k = [], 0
+        for s in shapes:
+            c = int(np.prod(s))
+            res.append(out[k:k + c].reshape(s))
+            k += c
+        return res
+
     def bcast_object(self, obj):
         if self.size == 1:
             return obj

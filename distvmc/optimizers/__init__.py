@@ -12,10 +12,11 @@ from distvmc.optimizers.adam import Adam
 from distvmc.optimizers.sr import SR, Gradient
 
 
-def make_preconditioner(cfg, comm, n_parameters: int):
-    """The preconditioner that the ``optimizer`` section describes."""
+def make_preconditioner(cfg, comm, n_parameters: int, log=print):
+    """The preconditioner that the ``optimizer`` section describes (``log``: where SR
+    reports, once, which solver ``auto`` chose; rank 0 only)."""
     if cfg.type == "sr":
-        return SR(cfg, comm, n_parameters)
+        return SR(cfg, comm, n_parameters, log)
     return Adam(cfg, comm, n_parameters)
 
 

@@ -10,24 +10,50 @@ force and metric. Then
 where ``extra`` is an objective's additional force (the overlap penalty of
 excited states). An explicit metric (grid quadrature) replaces <O O^T>.
 
-Sums are accumulated per rank and added over ranks in one collective; rank 0
-solves in float64 and broadcasts delta, so every rank applies the same update.
+Every solver ends with delta identical, bit for bit, on every rank (rank 0's
+result is broadcast, or the pieces are gathered). n is the global number of
+samples, S_r this rank's, R the number of ranks; "sent" is float64 numbers
+this rank sends per iteration.
 
 Solvers (``optimizer.solver``):
-  dense        P x P overlap matrix, Cholesky; the right choice up to a few
-               thousand parameters.
-  samplespace  the same delta through the N x N matrix T = O O^T / n (N samples):
+  dense        P x P overlap matrix summed over ranks (one allreduce of P^2 + P
+               numbers), Cholesky on rank 0, broadcast. Exact; O(n P^2 + P^3)
+               work, O(P^2) memory. The right choice up to a few thousand
+               parameters.
+  cg           matrix-free conjugate gradient on (S + eps) delta = F with
+               S v = <O (O^T v)>: S is never formed. One allreduce of 2P + 1
+               numbers to start (F and S x0, plus the diagonal of S for the
+               Jacobi preconditioner), then one allreduce of P + 1 numbers per
+               CG step (S p and a stop vote), and a broadcast of delta.
+               Warm-started from the previous delta (kept in ``state()``, so
+               rewinds and checkpoints restart exactly). Stops when
+               |r| <= cg_tol |F| or after cg_maxiter steps; the history's
+               ``solve`` column reads ``cg(K it, res R)`` or ``cg not converged
+               (K it, res R)``. Work k * O(S_r P) per rank, memory O(S_r P).
+  samplespace  the same delta through the n x n kernel T = O O^T:
                delta = O^T (T + eps n 1)^-1 E when F = <O E> (push-through
                identity), or the Woodbury form
                delta = (F - A^T (eps 1 + A A^T)^-1 A F) / eps, A = O / sqrt(n),
-               for any F. Cheaper when the samples are fewer than the
-               parameters. Single rank only.
-  auto         samplespace on one rank when samples < parameters, else dense.
+               for any F. On several ranks O is resharded from sample-split to
+               parameter-split by one all-to-all (sent: S_r P (R-1)/R), each
+               rank forms its slice's n x n contribution, one allreduce of
+               n^2 (+ n) numbers sums the kernel, rank 0 solves, broadcasts y
+               (n), and each rank's slice O_slice^T y is gathered (P/R each).
+               The local energies are gathered first (S_r). Exact; O(n^2 P/R
+               + n^3) work, O(S_r P + n^2) memory.
+  auto         dense when P <= 2000; otherwise samplespace on one rank when
+               n < P, else cg (see :meth:`SR.choose_solver`).
 
-If Cholesky fails the shift is raised tenfold (twice), then an eigenvalue
-pseudo-inverse is used; the fallback is reported, never a NaN.
+Dense and samplespace fall back if Cholesky fails: the shift is raised
+tenfold (twice), then an eigenvalue pseudo-inverse is used. CG that stops at
+its iteration cap returns its iterate and says so; a CG breakdown (non-finite
+or non-positive curvature) restarts cold with the shift raised tenfold, then
+returns the preconditioned force. No solver emits a NaN.
+
+All of this runs on the host in NumPy float64 (O arrives as a NumPy array);
+on a CPU NumPy/OpenBLAS is the fastest path here (3.5x TensorFlow's float64
+matmul).
 """
-
 from __future__ import annotations
 
 import time
@@ -89,32 +115,59 @@ def solve_shifted(a: np.ndarray, b: np.ndarray, shift: float) -> tuple[np.ndarra
     return x, "eigh-pinv"
 
 
+DENSE_MAX_PARAMETERS = 2000  # auto: below this, dense S (P^2 <= 4M numbers) is cheap and exact
+
+
 class SR:
-    """Stochastic reconfiguration on one communicator; no state between iterations."""
+    """Stochastic reconfiguration on one communicator.
+
+    State: the previous CG direction (the warm start), part of every
+    snapshot and checkpoint; empty until CG has run.
+    """
 
     needs_metric = True
 
-    def __init__(self, cfg, comm, n_parameters: int):
+    def __init__(self, cfg, comm, n_parameters: int, log=None):
         self.cfg = cfg
         self.comm = comm
         self.n_parameters = n_parameters
+        self.log = log
         self.timings: dict[str, float] = {}  # seconds per phase of the last direction
+        self.previous: np.ndarray | None = None  # last CG delta (P,), identical on every rank
+        self._logged_choice: str | None = None
 
     def state(self) -> dict:
-        return {}
+        return {} if self.previous is None else {"previous_delta": self.previous.copy()}
 
     def set_state(self, state: dict) -> None:
-        pass
+        prev = state.get("previous_delta") if state else None
+        self.previous = None if prev is None else np.array(prev, dtype=np.float64)
 
     def choose_solver(self, n_total: float, explicit_metric: bool = False) -> str:
-        """The solver for this iteration (``auto`` resolved)."""
+        """The solver for this iteration (``auto`` resolved).
+
+        auto: dense when P <= 2000 (exact, and P^2 is small to sum and factor);
+        else samplespace on one rank when the samples are fewer than the
+        parameters (exact, no communication, n^2 memory); else cg (its traffic,
+        P numbers per step, is far below samplespace's reshard of O and n^2
+        kernel on several ranks). The device does not change the rule: every
+        solver's linear algebra runs on the host today.
+        """
         solver = self.cfg.solver
         if explicit_metric:
             return "dense"
         if solver == "auto":
-            return "samplespace" if (self.comm.size == 1 and n_total < self.n_parameters) else "dense"
-        if solver == "samplespace" and self.comm.size > 1:
-            raise ValueError("optimizer.solver = 'samplespace' needs a single rank; use dense or auto")
+            p = self.n_parameters
+            if p <= DENSE_MAX_PARAMETERS:
+                solver = "dense"
+            elif self.comm.size == 1 and n_total < p:
+                solver = "samplespace"
+            else:
+                solver = "cg"
+            if self._logged_choice != solver and self.log is not None and self.comm.is_root:
+                self.log(f"optimizer.solver = auto: {solver} (P = {p}, {int(n_total)} samples, "
+                         f"{self.comm.size} rank(s))")
+            self._logged_choice = solver
         return solver
 
     def direction(self, g: Gradient, shift: float) -> tuple[np.ndarray, dict]:
@@ -122,6 +175,7 @@ class SR:
         t0 = time.perf_counter()
         self.timings = {}
         solver = self.choose_solver(g.n, g.o is None)
+        info: dict = {"solver": solver}
         if g.o is None:  # explicit metric and force (grid quadrature)
             if self.comm.is_root:
                 delta, how = solve_shifted(np.array(g.metric, dtype=np.float64),
@@ -131,22 +185,147 @@ class SR:
             delta = self.comm.bcast(delta)
             self.timings["solve"] = time.perf_counter() - t0
         elif solver == "dense":
-            s_loc = g.o.T @ g.o
-            f_loc = g.o.T @ g.e
-            t1 = time.perf_counter()
-            s_sum, f_sum = self.comm.allreduce_many([s_loc, f_loc])
-            t2 = time.perf_counter()
-            if self.comm.is_root:
-                s_sum /= g.n  # in place: S is P x P
-                f = f_sum / g.n
-                if g.extra is not None:
-                    f = f + g.extra
-                delta, how = solve_shifted(s_sum, f, shift)
-            else:
-                delta, how = np.empty(self.n_parameters), ""
-            delta = self.comm.bcast(delta)
-            self.timings.update(overlap=t1 - t0, allreduce=t2 - t1, solve=time.perf_counter() - t2)
-        else:  # samplespace, single rank
+            delta, how = self._dense(g, shift, t0)
+        elif solver == "cg":
+            delta, how = self._cg(g, shift, info)
+        else:
+            delta, how = self._samplespace(g, shift)
+        info["solve"] = how
+        return delta, info
+
+    # -- dense --------------------------------------------------------------
+    def _dense(self, g: Gradient, shift: float, t0: float):
+        s_loc = g.o.T @ g.o
+        f_loc = g.o.T @ g.e
+        t1 = time.perf_counter()
+        s_sum, f_sum = self.comm.allreduce_many([s_loc, f_loc])
+        t2 = time.perf_counter()
+        if self.comm.is_root:
+            s_sum /= g.n  # in place: S is P x P
+            f = f_sum / g.n
+            if g.extra is not None:
+                f = f + g.extra
+            delta, how = solve_shifted(s_sum, f, shift)
+        else:
+            delta, how = np.empty(self.n_parameters), ""
+        delta = self.comm.bcast(delta)
+        self.timings.update(overlap=t1 - t0, allreduce=t2 - t1, solve=time.perf_counter() - t2)
+        return delta, how
+
+    # -- conjugate gradient -------------------------------------------------
+    def _cg(self, g: Gradient, shift: float, info: dict):
+        """Jacobi-preconditioned CG on (S + shift) x = F, matrix-free, warm-started."""
+        c = self.cfg
+        t_comm = 0.0
+        t_start = time.perf_counter()
+        o, p_n = g.o, self.n_parameters
+        x0 = self.previous
+        warm = x0 is not None and x0.shape == (p_n,) and bool(np.all(np.isfinite(x0)))
+        x0 = x0.copy() if warm else np.zeros(p_n)
+        jacobi = c.cg_precondition == "jacobi"
+        parts = [o.T @ g.e]
+        if jacobi:
+            parts.append(np.einsum("ij,ij->j", o, o))
+        if warm:
+            parts.append(_s_times(o, x0))
+        t = time.perf_counter()
+        sums = self.comm.allreduce_many(parts)
+        t_comm += time.perf_counter() - t
+        f = sums[0] / g.n
+        if g.extra is not None:
+            f = f + g.extra
+        diag = sums[1] / g.n if jacobi else None
+        s_x0 = sums[-1] / g.n if warm else None
+        for attempt, eps in enumerate((shift, shift * 10)):
+            x, it, res, ok, t_c = self._cg_iterate(o, g.n, f, diag, eps, x0 if warm and not attempt else None,
+                                                   s_x0 if warm and not attempt else None)
+            t_comm += t_c
+            t = time.perf_counter()
+            x = self.comm.bcast(x)  # rank 0's iterate, bit for bit, on every rank
+            t_comm += time.perf_counter() - t
+            if ok and np.all(np.isfinite(x)):
+                break
+        else:  # breakdown twice: the preconditioned force, finite by construction
+            m = 1.0 / (diag + max(shift, 1e-12)) if jacobi else 1.0 / max(shift, 1e-12)
+            x = np.nan_to_num(m * f)
+            res = float("nan")
+        conv = res <= c.cg_tol
+        word = "cg" if conv else "cg not converged "
+        how = f"{word}({it} it, res {res:.1e}" + (", shift x10" if attempt else "") + ")"
+        if not ok:
+            how = f"cg breakdown; preconditioned force ({it} it)"
+        self.previous = x.copy()
+        info.update(cg_iterations=it, cg_residual=res, cg_converged=bool(conv and ok),
+                    cg_warm_start=warm)
+        total = time.perf_counter() - t_start
+        self.timings.update(allreduce=t_comm, solve=total - t_comm)
+        return x, how
+
+    def _cg_iterate(self, o, n, f, diag, eps, x0, s_x0):
+        """CG iterations from x0; returns (x, steps, |r|/|F|, ok, seconds in collectives).
+
+        Every step is one allreduce of [O^T (O p) (P), stop vote (1)]: the vote
+        is an integer sum, exact on every rank, so all ranks stop together
+        even if a float sum differed in its last bit (delta is broadcast from
+        rank 0 afterwards anyway).
+        """
+        c = self.cfg
+        size = self.comm.size
+        t_comm = 0.0
+        if x0 is None:
+            x = np.zeros_like(f)
+            r = f.copy()
+        else:
+            x = x0.copy()
+            r = f - (s_x0 + eps * x0)
+        if diag is None:
+            minv = None
+        else:  # a parameter that no sample moves (diag + eps = 0) is left unscaled
+            d = diag + eps
+            minv = np.where(d > 0.0, 1.0 / np.where(d > 0.0, d, 1.0), 1.0)
+        z = r if minv is None else minv * r
+        p = z.copy()
+        rz = float(r @ z)
+        f_norm = float(np.linalg.norm(f))
+        if not np.isfinite(f_norm):
+            return np.zeros_like(f), 0, float("nan"), False, 0.0
+        if f_norm == 0.0:
+            return np.zeros_like(f), 0, 0.0, True, 0.0
+        tol = c.cg_tol * f_norm
+        it = 0
+        ok = True
+        while True:
+            r_norm = float(np.linalg.norm(r))
+            want = 1.0 if (r_norm > tol and it < c.cg_maxiter and np.isfinite(r_norm)) else 0.0
+            local = _s_times(o, p) if want else np.zeros_like(p)
+            t = time.perf_counter()
+            total = self.comm.allreduce(np.concatenate([local, [want]]))
+            t_comm += time.perf_counter() - t
+            votes = int(round(total[-1]))
+            if votes < size:  # someone is done (all are, unless a float sum differed)
+                break
+            sp = total[:-1] / n + eps * p
+            pap = float(p @ sp)
+            if not (np.isfinite(pap) and pap > 0.0):
+                ok = False
+                break
+            alpha = rz / pap
+            x += alpha * p
+            r -= alpha * sp
+            z = r if minv is None else minv * r
+            rz_new = float(r @ z)
+            p = z + (rz_new / rz) * p if rz != 0.0 else z.copy()
+            rz = rz_new
+            it += 1
+        res = float(np.linalg.norm(r)) / f_norm
+        ok = ok and bool(np.all(np.isfinite(x))) and np.isfinite(res)
+        return x, it, res, ok, t_comm
+
+    # -- sample space -------------------------------------------------------
+    def _samplespace(self, g: Gradient, shift: float):
+        t0 = time.perf_counter()
+        comm = self.comm
+        if comm.size == 1:
             t = g.o @ g.o.T
             t1 = time.perf_counter()
             if g.extra is None:  # F = O^T E / n: push-through identity
@@ -157,7 +336,58 @@ class SR:
                 y, how = solve_shifted(t / g.n, g.o @ f / np.sqrt(g.n), shift)
                 delta = (f - g.o.T @ y / np.sqrt(g.n)) / shift
             self.timings.update(overlap=t1 - t0, solve=time.perf_counter() - t1)
-        return delta, {"solver": solver, "solve": how}
+            return delta, how
+        # several ranks: reshard O to parameter slices, sum the n x n kernel
+        t_comm = 0.0
+        cuts = np.linspace(0, self.n_parameters, comm.size + 1).round().astype(int)
+        lo, hi = cuts[comm.rank], cuts[comm.rank + 1]
+        t = time.perf_counter()
+        blocks = comm.alltoall([g.o[:, cuts[s]:cuts[s + 1]] for s in range(comm.size)])
+        e_all = comm.allgather(np.asarray(g.e, dtype=np.float64))
+        t_comm += time.perf_counter() - t
+        o_mine = np.vstack(blocks)  # (n, P_r): every sample, this rank's parameters
+        del blocks
+        kernel = o_mine @ o_mine.T
+        if g.extra is None:
+            parts = [kernel]
+        else:
+            f_mine = o_mine.T @ e_all / g.n + g.extra[lo:hi]
+            parts = [kernel, o_mine @ f_mine]
+        t1 = time.perf_counter()
+        sums = comm.allreduce_many(parts)
+        t2 = time.perf_counter()
+        t_comm += t2 - t1
+        if comm.is_root:
+            if g.extra is None:
+                y, how = solve_shifted(sums[0], e_all, shift * g.n)
+            else:
+                y, how = solve_shifted(sums[0] / g.n, sums[1] / np.sqrt(g.n), shift)
+        else:
+            y, how = np.empty(len(e_all)), ""
+        t3 = time.perf_counter()
+        y = comm.bcast(y)
+        how = comm.bcast_object(how)
+        if g.extra is None:
+            d_mine = o_mine.T @ y
+        else:
+            d_mine = (f_mine - o_mine.T @ y / np.sqrt(g.n)) / shift
+        delta = comm.allgather(d_mine)
+        t_comm += time.perf_counter() - t3
+        self.timings.update(allreduce=t_comm, solve=time.perf_counter() - t0 - t_comm)
+        return delta, how
+
+
+def _s_times(o: np.ndarray, v: np.ndarray, rows: int = 64) -> np.ndarray:
+    """O^T (O v) for this rank's O (S, P), in row blocks that stay in cache
+    (one pass over O from memory instead of two)."""
+    s = o.shape[0]
+    if s * o.shape[1] <= 1 << 18:
+        return o.T @ (o @ v)
+    out = np.zeros(o.shape[1])
+    for i in range(0, s, rows):
+        blk = o[i:i + rows]
+        out += blk.T @ (blk @ v)
+    return out
 
 
 def force(g: Gradient, comm) -> np.ndarray:
