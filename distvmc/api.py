@@ -141,7 +141,7 @@ def run(config=None, overrides=None, *, out=None, resume=None, potential=None,
     from distvmc.comm import make_communicator
     from distvmc.job import Job
 
-    comm = comm or make_communicator(cfg.distributed.backend)
+    comm = comm or make_communicator(cfg.distributed.backend, require_gpu=cfg.distributed.require_gpu)
     say = log or print
     log = say if comm.is_root else (lambda *a, **k: None)
     run_dir = io.make_run_dir(cfg.output.dir, cfg.name) if comm.is_root else None

@@ -194,6 +194,8 @@ SCHEMA: dict[str, Any] = {
                           ["auto", "single", "mpi", "horovod"]),
         "require_gpu": Bool(False, "stop (one line, exit 2) when a rank sees no GPU instead of "
                             "running on the CPU"),
+        "require_gpu": Bool(False, "stop (one line, exit 2) when a rank sees no GPU instead of "
+                            "running on the CPU"),
     },
 }
 
