@@ -194,8 +194,6 @@ SCHEMA: dict[str, Any] = {
                           ["auto", "single", "mpi", "horovod"]),
         "require_gpu": Bool(False, "stop (one line, exit 2) when a rank sees no GPU instead of "
                             "running on the CPU"),
-        "require_gpu": Bool(False, "stop (one line, exit 2) when a rank sees no GPU instead of "
-                            "running on the CPU"),
     },
 }
 
