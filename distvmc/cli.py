@@ -1,4 +1,5 @@
-"""Command line: ``distvmc run``, ``distvmc evaluate``, ``distvmc plot``, ``distvmc config``.
+"""Command line: ``distvmc run``, ``distvmc evaluate``, ``distvmc plot``, ``distvmc config``,
+``distvmc doctor`` (:mod:`distvmc.doctor`).
 
 Configs are validated before TensorFlow is imported, so a bad key costs a
 fraction of a second and prints one line (exit code 2).
@@ -48,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
                         "radial density); needs matplotlib")
     pl.add_argument("run_dir")
     pl.add_argument("--out", help="directory for the PNGs (default RUN_DIR/plots)")
+
+    d = sub.add_parser("doctor", help="check an install: versions, devices, collectives, SR "
+                       "solvers, two tiny exact-physics runs; ends with OK or what to fix")
+    d.add_argument("--backend", default="auto", choices=["auto", "single", "mpi", "horovod"])
+    d.add_argument("--no-physics", action="store_true", help="skip the two tiny runs")
 
     c = sub.add_parser("config", help="print the resolved config (validates it)")
     c.add_argument("config", nargs="?")
@@ -143,6 +149,10 @@ def main(argv=None) -> int:
     if hasattr(args, "config"):
         args = _split_config_arg(args)
     try:
+        if args.command == "doctor":
+            from distvmc import doctor
+
+            return doctor.main(args)
         return {"run": cmd_run, "evaluate": cmd_evaluate, "plot": cmd_plot,
                 "config": cmd_config}[args.command](args)
     except ConfigError as e:

