@@ -211,7 +211,8 @@ def run(config=None, overrides=None, *, out=None, resume=None, potential=None,
     outputs.report(job, summary, log)
     ref = cfg.reference_energy
     diff = f" (reference {ref}, difference {summary['energy'] - ref:+.2e})" if ref is not None else ""
-    err = f" ± {summary['energy_err']:.7f}" if not cfg.integrator == "grid" else ""
+    err = f" ± {summary['energy_err']:.7f}" if cfg.integrator != "grid" else \
+        f" ± {summary['energy_err']:.1e} (bound from the energy variances)"
     log(f"E = {summary['energy']:.7f}{err}{diff}"
         + (f"; variance {summary['variance']:.3e}" if summary.get("variance") is not None else "")
         + f"; wall {wall:.1f} s; results in {run_dir}")

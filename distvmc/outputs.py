@@ -62,7 +62,7 @@ def state_rows(job) -> list[dict]:
         row = {"state": f.k, "iterations": f.iterations, "train_s": f.train_s, "reference": ref}
         if f.grid is not None:
             st = f.grid
-            row.update(energy=st.energy, energy_err=0.0, energy_parts=st.energy_parts,
+            row.update(energy=st.energy, energy_parts=st.energy_parts,
                        energy_laplacian=st.energy_laplacian, kinetic=st.kinetic,
                        potential=st.potential, edge_ratio=st.edge_ratio,
                        raw_overlaps=np.asarray(st.raw_overlaps).tolist(),
@@ -73,7 +73,31 @@ def state_rows(job) -> list[dict]:
                                           "acceptance", "nonfinite")},
                        penalty=f.penalty, eval_s=r["wall_s"])
         rows.append(row)
+    if job.grid_mode:
+        grid_error_bounds(rows)
     return rows
+
+
+def grid_error_bounds(rows: list[dict]) -> None:
+    """``energy_err`` of grid states: how far E_k may lie from the exact level.
+
+    Quadrature is deterministic, so the error is the optimization's. With
+    sigma_j^2 the energy variance of state j and Delta the smallest gap between
+    the levels found, Temple's inequality bounds E_k - exact by sigma_k^2 / Delta,
+    and each lower state's residual error leaks through the projection by at most
+    sigma_j^2 / Delta, so err_k = sum_{j<=k} sigma_j^2 / Delta (excited states are
+    upper bounds only up to the lower states' errors). With one state there is no
+    gap: err_0 = sigma_0 (Weinstein: an exact level lies within sigma of E).
+    """
+    var = [max(float(r["variance"]), 0.0) for r in rows]
+    e = sorted(r["energy"] for r in rows)
+    gaps = [b - a for a, b in zip(e, e[1:]) if b - a > 0]
+    for k, r in enumerate(rows):
+        if gaps:
+            r["energy_err"] = sum(var[:k + 1]) / min(gaps)
+        else:
+            r["energy_err"] = var[0] ** 0.5
+        r["energy_err_kind"] = "temple" if gaps else "weinstein"
 
 
 def format_table(rows: list) -> list[str]:
@@ -137,7 +161,7 @@ def write(job, run_dir: str, meta: dict) -> dict:
             io.write_json(os.path.join(run_dir, "density.json"), density)
             _save_states(os.path.join(run_dir, "params.h5"), named, extra)
             obs = grid_observables(grid, job.system, found)
-            evaluation = {"energy": rows[0]["energy"], "energy_err": 0.0,
+            evaluation = {"energy": rows[0]["energy"], "energy_err": rows[0]["energy_err"],
                           "variance": rows[0]["variance"],
                           "grid": {"energies": [r["energy"] for r in rows],
                                    "variances": [r["variance"] for r in rows],

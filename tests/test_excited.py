@@ -138,6 +138,8 @@ def test_cli_writes_the_grid_run_directory(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert [r["state"] for r in summary["energies"]] == [0, 1]
     assert abs(summary["energies"][1]["energy"] - 1.5) < 1e-4
+    for row, exact in zip(summary["energies"], [0.5, 1.5]):  # the reported bound holds
+        assert abs(row["energy"] - exact) <= row["energy_err"], row
     assert summary["max_overlap"] < 1e-10
     density = json.loads((out / "density.json").read_text())
     h = density["spacing"][0]
@@ -181,3 +183,6 @@ def test_a_grid_state_that_runs_out_of_iterations_is_reported_not_converged(tmp_
     assert s["converged"] is True and row["converged"] is True and row["variance"] < 1e-4
     assert row["iterations"] < 500 and "did not converge" not in r.stdout
     assert abs(row["energy"] - 0.5) <= row["variance"]  # Temple: error <= variance / gap (gap 1)
+    # one state, no gap known: the reported error is Weinstein's sigma, which covers the error
+    assert row["energy_err"] == pytest.approx(row["variance"] ** 0.5)
+    assert abs(row["energy"] - 0.5) <= row["energy_err"]
