@@ -120,8 +120,11 @@ SCHEMA: dict[str, Any] = {
         "cg_maxiter": Int(100, "cg: at most this many CG steps per iteration (one allreduce of "
                           "P numbers each); a solve that hits it is reported as not converged",
                           min=1),
-        "cg_precondition": Choice("jacobi", "cg: jacobi (divide by diag(S) + shift, from the same "
-                                  "first allreduce) or none", ["jacobi", "none"]),
+        "cg_precondition": Choice("none", "cg: none, or jacobi (divide by diag(S) + shift). "
+                                  "none is the default: on helium (P = 4.7k, tol 1e-4) plain CG "
+                                  "needs 11 steps, Jacobi 50-61, because F = <O E> lies in the "
+                                  "large eigenvalues of S that Jacobi scales down",
+                                  ["none", "jacobi"]),
         "max_update_norm": Float(None, "clip the norm of lr*delta to this value", optional=True,
                                  min=0.0, open_min=True),
         "beta1": Float(0.9, "Adam beta1", min=0.0, max=1.0, open_max=True),
