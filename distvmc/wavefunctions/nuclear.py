@@ -10,11 +10,12 @@ pionless EFT and for A <= 4 the spin-isospin part carries the antisymmetry).
 ``deepsets_cm``: log psi = rho(sum_i phi(x_i - x_cm)), phi 3 -> 16 -> 16 and
     rho 16 -> 16 -> 16 -> 1 with tanh by default, as in the original multi-GPU
     code (MLQM).
-``pair_net``: log psi = sum_{i<j} [f(r_ij^2, s_ij) - kappa s_ij] with
-    s_ij = sqrt(r_ij^2 + c^2), f a tanh MLP (bounded) and kappa > 0 a trainable
-    decay (psi stays normalizable whatever the optimizer does): smooth at
-    r_ij = 0 (no cusp: the potential is smooth) and able to decay exponentially
-    (the deuteron's tail is exp(-kappa r) / r with kappa = 0.23 fm^-1).
+``pair_net``: log psi = sum_{i<j} [f(r_ij^2, s_ij, g_ij) - kappa s_ij - gamma log s_ij]
+    with s_ij = sqrt(r_ij^2 + c^2), g_ij = exp(-r_ij^2 / b^2) (b: the regulator's
+    range), f a tanh MLP (bounded) and kappa > 0 a trainable
+    decay (psi stays normalizable whatever the optimizer does) and gamma a
+    trainable power: smooth at r_ij = 0 (no cusp: the potential is smooth) and
+    able to take the deuteron's tail exp(-kappa r) / r (kappa = 0.23 fm^-1).
 ``cm_gaussian``: log psi = -beta sum_i |x_i - x_cm|^2 (beta > 0, trainable).
 
 Registered with ``translation_invariant=True``: with the ``pionless`` potential
@@ -54,16 +55,20 @@ DEEPSETS_CM_FIELDS = {
 }
 
 PAIR_FIELDS = {
-    "hidden": IntList([16, 16], "hidden widths of the pair network f(r^2, s)"),
+    "hidden": IntList([16, 16], "hidden widths of the pair network f(r^2, s, exp(-r^2/b^2))"),
     "activation": Choice("tanh", "nonlinearity", ACTIVATIONS),
     "output_scale": Float(0.1, "scale of the last layer's initial weights", min=0.0),
     "init": Choice("glorot", "weight initialisation", INITS),
+    "range": Float(0.5, "length b of the input feature exp(-r^2 / b^2) (the regulator's "
+                   "range 2 / Lambda: 0.5 fm at Lambda = 4 fm^-1)", min=0.0, open_min=True),
     "smoothing": Float(1.0, "length c in s = sqrt(r^2 + c^2), same units as positions (fm)",
                        min=0.0, open_min=True),
     "decay": Float(0.2, "initial kappa of the exponential tail -kappa s per pair (1/length); "
                    "kept positive (stored as its logarithm), so psi stays normalizable",
                    min=0.0, open_min=True),
     "trainable_decay": Bool(True, "optimize kappa"),
+    "power": Float(0.0, "initial gamma of the tail -gamma log s per pair (trainable; the "
+                   "deuteron's exp(-kappa r) / r has gamma = 1)"),
 }
 
 CM_GAUSSIAN_FIELDS = {
@@ -81,27 +86,29 @@ class DeepSetsCM(DeepSets):
 
 
 class PairNet(Factor):
-    """log psi = sum_{i<j} [f(r_ij^2, s_ij) - kappa s_ij], s_ij = sqrt(r_ij^2 + c^2)."""
+    """log psi = sum_{i<j} [f(r^2, s, g) - kappa s - gamma log s], s = sqrt(r^2 + c^2), g = exp(-r^2/b^2)."""
 
     def __init__(self, system, cfg, rng, dtype, name="pair_net"):
         self.name = name
         self.c2 = float(cfg.smoothing) ** 2
-        self.net = Stack([2, *cfg.hidden, 1], cfg.activation, rng, dtype, cfg.init,
+        self.inv_b2 = 1.0 / float(cfg.range) ** 2
+        self.net = Stack([3, *cfg.hidden, 1], cfg.activation, rng, dtype, cfg.init,
                          cfg.output_scale, name="net")
         log_kappa = np.log(cfg.decay)
         if cfg.trainable_decay:
             self.log_kappa = tf.Variable(log_kappa, dtype=dtype, name="log_kappa")
         else:
             self.log_kappa = tf.constant(log_kappa, dtype=dtype)
+        self.gamma = tf.Variable(cfg.power, dtype=dtype, name="gamma")
 
     def signed_log(self, x):
         """x: (W, N, D) -> (None, (W,))."""
         r2 = pair_r2(x)  # (W, P)
         s = tf.sqrt(r2 + self.c2)
         p = r2.shape[1]
-        feats = tf.reshape(tf.stack([r2, s], axis=-1), [-1, 2])
+        feats = tf.reshape(tf.stack([r2, s, tf.exp(-self.inv_b2 * r2)], axis=-1), [-1, 3])
         f = tf.reshape(self.net(feats)[:, 0], [-1, p])
-        return None, tf.reduce_sum(f - tf.exp(self.log_kappa) * s, axis=1)
+        return None, tf.reduce_sum(f - tf.exp(self.log_kappa) * s - self.gamma * tf.math.log(s), axis=1)
 
 
 class CMGaussian(Factor):
