@@ -113,7 +113,7 @@ SCHEMA: dict[str, Any] = {
         "solver": Choice("auto", "SR solver: dense (P x P overlap, Cholesky), cg (matrix-free "
                          "conjugate gradient, S never formed), samplespace (n x n kernel O O^T, "
                          "any number of ranks), auto (dense when P <= 2000, else samplespace on "
-                         "one rank when samples < parameters, else cg)",
+                         "one rank when samples <= 1024 and < parameters, else cg)",
                          ["auto", "dense", "cg", "samplespace"]),
         "cg_tol": Float(1e-4, "cg: stop when the residual |F - (S + shift) delta| is below this "
                         "fraction of |F|", min=0.0, open_min=True),

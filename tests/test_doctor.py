@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import cli
-from test_multirank import Run, _backend_or_skip, _env
+from test_multirank import Run, _env, backend  # noqa: F401  (backend: the mpi/horovod fixture)
 
 SECTIONS = ("versions", "devices", "collectives (", "SR solvers (", "physics",
             "3D oscillator, Gaussian ansatz", "hydrogen, exp(-a r)", "phases (")
@@ -26,15 +26,14 @@ def test_doctor_on_one_rank_checks_everything_and_says_ok(tmp_path):
 
 
 @pytest.mark.mpi
-def test_doctor_on_two_ranks_checks_every_rank_and_says_ok(tmp_path):
-    _backend_or_skip("mpi")
-    run = Run([sys.executable, "-m", "distvmc", "doctor", "--backend", "mpi"], _env(), tmp_path,
+def test_doctor_on_two_ranks_checks_every_rank_and_says_ok(backend, tmp_path):
+    run = Run([sys.executable, "-m", "distvmc", "doctor", "--backend", backend], _env(), tmp_path,
               timeout=300)
     out = run.output
     assert run.returncode == 0, run.tail()
     assert "rank 0/2: " in out and "rank 1/2: " in out
-    assert "collectives (mpi, 2 rank(s))" in out and "exact on every rank" in out
-    assert out.count("distvmc doctor: OK (2 rank(s), backend mpi") == 1  # rank 0 speaks
+    assert f"collectives ({backend}, 2 rank(s))" in out and "exact on every rank" in out
+    assert out.count(f"distvmc doctor: OK (2 rank(s), backend {backend}") == 1  # rank 0 speaks
 
 
 def test_doctor_names_tensorflow_and_tensorflow_cpu_side_by_side(monkeypatch, capsys):

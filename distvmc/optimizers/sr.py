@@ -47,7 +47,7 @@ Solvers (``optimizer.solver``):
                The local energies are gathered first (S_r). Exact; O(n^2 P/R
                + n^3) work, O(S_r P + n^2) memory.
   auto         dense when P <= 2000; otherwise samplespace on one rank when
-               n < P, else cg (see :meth:`SR.choose_solver`).
+               n <= 1024 and n < P, else cg (see :meth:`SR.choose_solver`).
 
 Dense and samplespace fall back if Cholesky fails: the shift is raised
 tenfold (twice), then an eigenvalue pseudo-inverse is used. CG that stops at
@@ -121,6 +121,7 @@ def solve_shifted(a: np.ndarray, b: np.ndarray, shift: float) -> tuple[np.ndarra
 
 
 DENSE_MAX_PARAMETERS = 2000  # auto: below this, dense S (P^2 <= 4M numbers) is cheap and exact
+SAMPLESPACE_MAX_SAMPLES = 1024  # auto, one rank: below this the n x n kernel beats ~10 CG steps
 
 
 class SR:
@@ -152,11 +153,14 @@ class SR:
         """The solver for this iteration (``auto`` resolved).
 
         auto: dense when P <= 2000 (exact, and P^2 is small to sum and factor);
-        else samplespace on one rank when the samples are fewer than the
-        parameters (exact, no communication, n^2 memory); else cg (its traffic,
-        P numbers per step, is far below samplespace's reshard of O and n^2
-        kernel on several ranks). The device does not change the rule: every
-        solver's linear algebra runs on the host today.
+        else samplespace on one rank when n <= 1024 and n < P; else cg.
+        Measured on helium with 4096 samples (benchmarks/sr_solvers.py), cg
+        was 3-8x faster than samplespace at P = 4.7k and 20k: ~10 CG steps,
+        each a memory-bound pass over O (~1.6 n P ns here), against the
+        kernel's 2 n^2 P flops (~0.02 n^2 P ns) and n^3/3 Cholesky; the two
+        meet near n = 1000. On several ranks cg always: P numbers per step
+        against samplespace's all-to-all of O and n^2 kernel. The device does
+        not change the rule: every solver's linear algebra runs on the host.
         """
         solver = self.cfg.solver
         if explicit_metric:
@@ -165,7 +169,7 @@ class SR:
             p = self.n_parameters
             if p <= DENSE_MAX_PARAMETERS:
                 solver = "dense"
-            elif self.comm.size == 1 and n_total < p:
+            elif self.comm.size == 1 and n_total <= SAMPLESPACE_MAX_SAMPLES and n_total < p:
                 solver = "samplespace"
             else:
                 solver = "cg"
