@@ -11,11 +11,15 @@ def wavefunction_shape(wavefunction) -> tuple[int, int]:
     return wavefunction.config_shape
 
 
+CHUNK_NUMBERS = 1 << 25  # at most 32M numbers (256 MB in float64) of O per compiled call
+
+
 class LogDerivatives:
     """Compiled, chunked O matrix of a wavefunction.
 
     ``__call__(x)`` with x of shape (S, N, D) returns O of shape (S, P) as a
-    float64 NumPy array, computing at most ``chunk_size`` rows at a time. The
+    float64 NumPy array, computing at most ``chunk_size`` rows (and at most
+    2^25 numbers) at a time. The
     Jacobian is vectorized over samples (``tf.vectorized_map``) and the function
     is traced once, not per iteration.
     """
@@ -44,9 +48,14 @@ class LogDerivatives:
         self._jac = _jac
 
     def __call__(self, x) -> np.ndarray:
+        """O (S, P) as a float64 NumPy array that this call owns (writeable, C order).
+
+        Rows are computed ``chunk_size`` at a time straight into the result, so the
+        peak memory is O itself plus one chunk (not two copies of O)."""
         x = tf.convert_to_tensor(x)
         s = int(x.shape[0])
-        if s <= self.chunk_size:
-            return self._jac(x).numpy().astype(np.float64, copy=False)
-        return np.concatenate([self._jac(x[i:i + self.chunk_size]).numpy()
-                               for i in range(0, s, self.chunk_size)]).astype(np.float64, copy=False)
+        out = np.empty((s, self.n_parameters), dtype=np.float64)
+        rows = max(1, min(self.chunk_size, CHUNK_NUMBERS // max(self.n_parameters, 1)))
+        for i in range(0, s, rows):
+            out[i:i + rows] = self._jac(x[i:i + rows]).numpy()
+        return out
