@@ -231,8 +231,8 @@ class Driver:
             rec["solve"] = "non-finite update (skipped)"
         rec["t_optimizer"] = time.perf_counter() - t3
         rec.update({f"t_{k}": v for k, v in self.preconditioner.timings.items()})
-        if str(info.get("solve", "")).startswith(("cholesky(", "eigh")):
-            self.log(f"note: iteration {self.iteration}: SR solve fell back to {info['solve']}")
+        if str(info.get("solve", "")).startswith(("cholesky(", "eigh", "cg not converged")):
+            self.log(f"note: iteration {self.iteration}: SR solve: {info['solve']}")
         self.iteration += 1
         rec["seconds"] = time.perf_counter() - t0
         self.history.append(rec)

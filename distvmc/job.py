@@ -167,7 +167,7 @@ class Job:
             objective = PenalizedEnergy(wf, self.system, cfg, comm, seed,
                                         [f.lower for f in self.found], lam, self.log)
         self.wf = wf
-        pre = make_preconditioner(cfg.optimizer, comm, wf.n_parameters)
+        pre = make_preconditioner(cfg.optimizer, comm, wf.n_parameters, self.log)
         self.driver = Driver(wf, objective, pre, cfg, comm, self.history,
                              {"state": k} if self.multi else None, self.log)
 

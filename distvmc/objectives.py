@@ -184,7 +184,8 @@ class MonteCarloEnergy:
         first = self.comm.allreduce(np.concatenate([o.sum(axis=0), [e.sum(), float(len(e))]]))
         n = first[-1]
         o_mean, e_mean = first[:-2] / n, first[-2] / n
-        return o - o_mean, e - e_mean, n, o_mean, t1 - t0
+        o -= o_mean  # in place: O is the largest array of an iteration (S x P)
+        return o, e - e_mean, n, o_mean, t1 - t0
 
     def estimate(self, needs_metric: bool = True) -> tuple[dict, Gradient | None]:
         """Sample, local energies, statistics; the gradient unless energies are not finite."""
@@ -321,7 +322,8 @@ class PenalizedEnergy(MonteCarloEnergy):
             overlap_sq += a * b
             extra += 0.5 * self.penalty * (a * db + b * da)
         rec["overlap_sq"] = float(overlap_sq)
-        return rec, Gradient(o=o - o_mean, e=e - e_mean, n=n, extra=extra)
+        o -= o_mean  # in place
+        return rec, Gradient(o=o, e=e - e_mean, n=n, extra=extra)
 
 
 class QuadratureEnergy:
