@@ -25,14 +25,8 @@ class Communicator:
         """Sum several arrays over ranks in as few collectives as practical."""
         if self.size == 1:
             return [np.asarray(a, dtype=np.float64) for a in arrays]
-        shapes = [np.shape(a) for a in arrays]
         flat = self.allreduce(np.concatenate([np.ravel(a).astype(np.float64) for a in arrays]))
-        out, k = [], 0
-        for shp in shapes:
-            n = int(np.prod(shp))
-            out.append(flat[k:k + n].reshape(shp))
-            k += n
-        return out
+        return split_flat(flat, [np.shape(a) for a in arrays])
 
     def bcast(self, x: np.ndarray) -> np.ndarray:
         """Rank 0's ``x`` on every rank (same shape and dtype on every rank)."""
@@ -64,3 +58,13 @@ class Communicator:
     def abort(self, code: int = 1) -> None:
         """End every rank of the job now."""
         raise NotImplementedError
+
+
+def split_flat(flat: np.ndarray, shapes: list[tuple]) -> list[np.ndarray]:
+    """Cut a flat array into consecutive pieces of the given shapes."""
+    out, k = [], 0
+    for shp in shapes:
+        n = int(np.prod(shp))
+        out.append(flat[k:k + n].reshape(shp))
+        k += n
+    return out

@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from distvmc.comm.base import Communicator
+from distvmc.comm.base import Communicator, split_flat
 
 
 class HorovodComm(Communicator):
@@ -91,12 +91,7 @@ class HorovodComm(Communicator):
                                                           dtype=self._tf.int32),
                                  name="distvmc_alltoall")
         out = (out[0] if isinstance(out, (tuple, list)) else out).numpy()
-        res, k = [], 0
-        for s in shapes:
-            c = int(np.prod(s))
-            res.append(out[k:k + c].reshape(s))
-            k += c
-        return res
+        return split_flat(out, shapes)
 
     def bcast_object(self, obj):
         if self.size == 1:
