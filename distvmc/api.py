@@ -24,6 +24,7 @@ import time
 from distvmc import __version__
 from distvmc import config as config_mod
 from distvmc.config import ConfigError
+from distvmc.lazytf import import_tensorflow_quietly
 
 
 @dataclasses.dataclass
@@ -137,6 +138,7 @@ def run(config=None, overrides=None, *, out=None, resume=None, potential=None,
     :class:`ConfigError` for a bad config.
     """
     cfg, config_dir, res = resolve(config, overrides, out, resume)
+    import_tensorflow_quietly()
     from distvmc import hooks, io, outputs
     from distvmc.comm import make_communicator
     from distvmc.job import Job
@@ -237,6 +239,7 @@ def load(run_dir: str, potential=None, wavefunction=None) -> Result:
     params = os.path.join(run_dir, "params.h5")
     if not os.path.exists(params):
         raise ConfigError(f"{params!r} not found: the run did not finish")
+    import_tensorflow_quietly()
     from distvmc.wavefunctions import build_wavefunction
 
     system = make_system(cfg, None, potential)
@@ -253,13 +256,13 @@ def evaluate(run_dir: str, samples: int | None = None, seed: int | None = None, 
              potential=None, log=None) -> dict:
     """Sample a finished run's (state 0) wavefunction with frozen parameters; writes
     observables.json and replaces results.h5's /evaluation. ``samples``: global count."""
+    if samples is not None and samples < 1:
+        raise ConfigError(f"--samples = {samples}: must be an integer >= 1")
+    loaded = load(run_dir, potential)
     from distvmc import io, outputs, results
     from distvmc.comm import make_communicator
     from distvmc.objectives import MonteCarloEnergy
 
-    if samples is not None and samples < 1:
-        raise ConfigError(f"--samples = {samples}: must be an integer >= 1")
-    loaded = load(run_dir, potential)
     cfg = loaded.config
     if seed is not None:
         cfg = config_mod.validate(config_mod.apply_overrides(cfg.to_dict(), [f"seed={seed}"]))

@@ -40,3 +40,35 @@ class _LazyModule:
 
 
 tf = _LazyModule("tensorflow")
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow with its C++ start-up lines hidden; returns the module.
+
+    The ``tensorflow`` wheel probes for CUDA at import and, on a machine without a
+    GPU driver, writes "Could not find cuda drivers ..." (and absl's "before
+    InitializeLog" notice) straight to file descriptor 2, before any log filter
+    (TF_CPP_MIN_LOG_LEVEL) applies, and "failed call to cuInit" when the devices are
+    first listed. File descriptor 2 points to /dev/null while TensorFlow is first
+    imported and its devices listed, so that distvmc's errors stay one line and its
+    output readable (each rank reports its device itself, distvmc.comm); a failing
+    import still raises as usual. Where TensorFlow is already imported this is a
+    dictionary lookup.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    import os
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow
+
+        tensorflow.config.list_physical_devices()  # CUDA probing ("failed call to cuInit")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return tensorflow
