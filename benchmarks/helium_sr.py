@@ -11,6 +11,7 @@ dense SR in float64. The same at about 1k and 20k parameters.
 from __future__ import annotations
 
 import argparse
+import json
 
 
 from _common import CONFIGS, best_of, build, fmt_phases, time_iterations
@@ -41,17 +42,20 @@ def main():
     sweeps = 100
     t = best_of(lambda: vmc.objective.sampler.sample(1, sweeps), repeat=3)
     print(f"  Metropolis: {w * sweeps / t:,.0f} walker-steps/s ({t / sweeps * 1e3:.2f} ms per sweep)")
+    records = [{"what": "metropolis", "walker_steps_per_s": w * sweeps / t}]
     x = vmc.objective.sampler.x.numpy()
     for method in METHODS:
         le = LocalEnergy(vmc.wf, vmc.objective.system, method, chunk_size=16384)
         t = best_of(lambda: le(x), repeat=3)
         print(f"  local energy ({method:>12}): {w / t:,.0f} local energies/s ({t:.3f} s per batch)")
+        records.append({"what": "local_energy", "method": method, "local_energies_per_s": w / t})
     t_jac = best_of(lambda: vmc.objective.log_derivatives(x), repeat=3)
     print(f"  Jacobian O ({w} x {vmc.wf.n_parameters}): {t_jac:.3f} s")
+    records.append({"what": "jacobian", "samples": w, "params": vmc.wf.n_parameters, "s": t_jac})
 
     runs = [("1k", "dense"), ("4.7k", "dense"), ("4.7k", "samplespace")]
     if not args.quick:
-        runs += [("20k", "samplespace"), ("20k", "dense")]
+        runs += [("20k", "samplespace"), ("20k", "cg")]  # dense at P >= 16k: OpenBLAS crash (README)
     print(f"full SR iterations (sampling + local energy + Jacobian + S, F + solve), "
           f"mean of {args.iterations}:")
     for size, solver in runs:
@@ -59,6 +63,9 @@ def main():
         t = time_iterations(vmc, args.iterations if size != "20k" else max(2, args.iterations // 2),
                             warmup=1)
         print(f"  P = {vmc.wf.n_parameters:>6} ({size:>4}, {solver:>11}): {fmt_phases(t)}")
+        records.append({"what": "sr_iteration", "params": vmc.wf.n_parameters, "solver": solver,
+                        "s_per_iteration": t["wall"]})
+    print(json.dumps(records))
 
 
 if __name__ == "__main__":
