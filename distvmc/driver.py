@@ -100,11 +100,12 @@ class Driver:
 
     # -- state -----------------------------------------------------------
     def snapshot(self) -> dict:
-        """A copy of this rank's optimization state (no collectives)."""
-        return copy_tree({"iteration": self.iteration, "parameters": self.wf.get_flat(),
-                          "optimizer": self.preconditioner.state(),
-                          "objective": self.objective.state(),
-                          "history_len": len(self.history)})
+        """A copy of this rank's optimization state (no collectives). Every ``state()``
+        returns fresh arrays, so nothing here aliases live state (no second copy on the
+        hot path: this runs every iteration)."""
+        return {"iteration": self.iteration, "parameters": self.wf.get_flat(),
+                "optimizer": self.preconditioner.state(), "objective": self.objective.state(),
+                "history_len": len(self.history)}
 
     def restore(self, snap: dict) -> str:
         """Back to a :meth:`snapshot` (history records after it are dropped)."""

@@ -61,7 +61,7 @@ import math
 import numpy as np
 
 from distvmc import stats
-from distvmc.objectives import ratio
+from distvmc.objectives import finite_mean, ratio
 
 
 def state_seed(cfg, k: int) -> int:
@@ -97,10 +97,7 @@ def projections(amp, found: list, n: int, sweeps: int, comm) -> np.ndarray:
     out = []
     for f in found:
         xj = f.lower.draw(n, sweeps, minimum=2)
-        r = ratio(amp(xj), f.lower.amp(xj))
-        ok = np.isfinite(r)
-        tot = comm.allreduce(np.array([np.where(ok, r, 0.0).sum(), float(ok.sum())]))
-        out.append(tot[0] / tot[1])
+        out.append(finite_mean(ratio(amp(xj), f.lower.amp(xj)), comm))
     return np.asarray(out)
 
 
@@ -128,10 +125,7 @@ def reorthogonalize(k: int, wf, objective, found: list, cfg, comm, log=print) ->
     own = objective.amp(xk)
     s2 = []
     for f, b in zip(found, a):  # S^2 = A B with A_j = <psi_j/psi_k>_k on the state's own samples
-        r = ratio(f.lower.amp(xk), own)
-        ok = np.isfinite(r)
-        tot = comm.allreduce(np.array([np.where(ok, r, 0.0).sum(), float(ok.sum())]))
-        s2.append(tot[0] / tot[1] * b)
+        s2.append(finite_mean(ratio(f.lower.amp(xk), own), comm) * b)
     wf.c.assign(wf.c.numpy() + a @ expansion_rows(found))
     objective.after_update()
     log(f"state {k}: final Gram-Schmidt step: overlaps S^2 before it "
