@@ -215,7 +215,16 @@ def run(config=None, overrides=None, *, out=None, resume=None, potential=None,
     diff = f" (reference {ref}, difference {summary['energy'] - ref:+.2e})" if ref is not None else ""
     err = f" ± {summary['energy_err']:.7f}" if cfg.integrator != "grid" else \
         f" ± {summary['energy_err']:.1e} (bound from the energy variances)"
-    log(f"E = {summary['energy']:.7f}{err}{diff}"
+    e_unit, l_unit = outputs.units(cfg)
+    unit = f" {e_unit}" if e_unit else ""
+    radius = ""
+    obs = summary.get("observables") or {}
+    if cfg.sampler.recentre and "rms_radius" in obs and cfg.integrator != "grid":
+        rr = obs["rms_radius"]
+        who = "nucleon" if cfg.system.units == "nuclear" else "particle"
+        radius = (f"; point-{who} rms radius about the centre of mass {rr['mean']:.4f} ± "
+                  f"{rr['error']:.4f}{' ' + l_unit if l_unit else ''}")
+    log(f"E = {summary['energy']:.7f}{err}{unit}{diff}{radius}"
         + (f"; variance {summary['variance']:.3e}" if summary.get("variance") is not None else "")
         + f"; wall {wall:.1f} s; results in {run_dir}")
     wf = job.found[0].wf if job.found[0].wf is not None else job.wf

@@ -260,7 +260,8 @@ class MonteCarloEnergy:
             "acceptance": float(sum(accs) / m), "step": float(sampler.step.numpy()),
             "wall_s": time.perf_counter() - t0,
         }
-        out["observables"] = observables.radial_moments(xs, self.comm)
+        out["observables"] = observables.radial_moments(
+            xs, self.comm, centre_of_mass=bool(self.cfg.sampler.recentre))
         out["radial_density"] = observables.radial_density(xs, ev.bins, ev.r_max, self.comm)
         return out
 

@@ -9,16 +9,22 @@ import numpy as np
 from distvmc import stats
 
 
-def radial_moments(x: np.ndarray, comm=None) -> dict:
-    """<r>, <r^2>, <1/r> per particle about the origin, with error bars.
+def radial_moments(x: np.ndarray, comm=None, centre_of_mass: bool = False) -> dict:
+    """<r>, <r^2>, <1/r> per particle and the rms radius, with error bars.
 
     Args:
       x: samples of shape (M, W, N, D).
+      centre_of_mass: measure r about each sample's centre of mass (equal masses:
+        nucleons) instead of the origin; for nuclei this gives the point-nucleon
+        radius.
 
     Returns:
-      {"r": Stats-dict, "r2": ..., "inv_r": ...}; each average is over particles
-      and samples (the per-particle value for identical particles).
+      {"r": Stats-dict, "r2": ..., "inv_r": ..., "rms_radius": {"mean", "error"}}; each average is over particles and
+      samples (the per-particle value for identical particles). rms_radius is
+      sqrt(<r^2>), its error sigma(<r^2>) / (2 sqrt(<r^2>)).
     """
+    if centre_of_mass:
+        x = x - np.mean(x, axis=-2, keepdims=True)
     r = np.linalg.norm(x, axis=-1)  # (M, W, N)
     with np.errstate(divide="ignore"):
         out = {
@@ -26,6 +32,9 @@ def radial_moments(x: np.ndarray, comm=None) -> dict:
             "r2": stats.summarize((r * r).mean(axis=-1), comm).to_dict(),
             "inv_r": stats.summarize((1.0 / r).mean(axis=-1), comm).to_dict(),
         }
+    r2, r2_err = out["r2"]["mean"], out["r2"]["error"]
+    rms = math.sqrt(max(r2, 0.0))
+    out["rms_radius"] = {"mean": rms, "error": r2_err / (2.0 * rms) if rms > 0 else float("nan")}
     return out
 
 

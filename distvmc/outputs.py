@@ -20,6 +20,17 @@ from distvmc.grid import grid_density, grid_observables
 STATE_HISTORY_FIELDS = ["state"] + io.HISTORY_FIELDS + ["penalty", "overlap_sq"]
 
 
+def units(cfg) -> tuple[str, str]:
+    """(energy unit, length unit) labels of a run: MeV and fm for ``system.units:
+    nuclear``, Ha and bohr for atoms and molecules (coulomb), else none (the user's
+    units, e.g. hbar omega and oscillator lengths)."""
+    if cfg.system.units == "nuclear":
+        return "MeV", "fm"
+    if cfg.potential.type == "coulomb":
+        return "Ha", "bohr"
+    return "", ""
+
+
 def history_fields(job) -> list[str]:
     return STATE_HISTORY_FIELDS if job.multi else io.HISTORY_FIELDS
 
@@ -120,7 +131,7 @@ def write(job, run_dir: str, meta: dict) -> dict:
     summary = {"name": cfg.name, "integrator": cfg.integrator, "states": len(job.found),
                "reference_energy": cfg.reference_energy, "iterations": job.total_iterations,
                "parameters": (job.found[0].wf or job.wf).n_parameters, "version": __version__,
-               **meta}
+               "energy_unit": units(cfg)[0], "length_unit": units(cfg)[1], **meta}
     rewinds = [dict(r, state=f.k) if job.multi else r for f in job.found for r in f.rewinds]
     summary["rewinds"] = rewinds
     first = job.found[0]

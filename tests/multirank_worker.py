@@ -48,7 +48,8 @@ def _sha(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a, dtype=np.float64).tobytes()).hexdigest()
 
 
-def _setup(backend: str, extra: list[str]):
+def _setup(backend: str, extra: list[str], config_path: str | None = None,
+           overrides: list[str] | None = None):
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -58,7 +59,8 @@ def _setup(backend: str, extra: list[str]):
     from distvmc.job import Job
     from distvmc.systems import build_system
 
-    cfg = config.load(None, OVERRIDES + [f"distributed.backend={backend}"] + extra)
+    base = OVERRIDES if overrides is None else overrides
+    cfg = config.load(config_path, base + [f"distributed.backend={backend}"] + extra)
     comm = make_communicator(cfg.distributed.backend)
     if comm.size != 2:
         raise SystemExit(f"expected 2 ranks, got {comm.size} (backend {comm.name})")
@@ -185,8 +187,22 @@ def solvers(backend: str) -> dict:
     return out
 
 
-def bitwise(backend: str, solver: str = "dense", iterations: int = 4) -> dict:
-    cfg, comm, driver = _setup(backend, [f"optimizer.solver={solver}"])
+# configs/alpha.yaml made small: the nuclear factors, pionless two- and three-body
+# terms and centre-of-mass re-centring on two ranks.
+ALPHA = ["sampler.walkers=64", "sampler.thermalization=20", "sampler.sweeps_per_sample=4",
+         "wavefunction.factors.0.phi=[8, 8]", "wavefunction.factors.0.rho=[8]",
+         "wavefunction.factors.1.hidden=[8]"]
+
+
+def bitwise(backend: str, solver: str = "dense", iterations: int = 4,
+            system: str = "hydrogen") -> dict:
+    if system == "alpha":
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
+                            "alpha.yaml")
+        cfg, comm, driver = _setup(backend, [f"optimizer.solver={solver}"], path, ALPHA)
+    else:
+        cfg, comm, driver = _setup(backend, [f"optimizer.solver={solver}"])
+    iterations = int(iterations)
     initial = _sha(driver.wf.get_flat())
     hashes, mismatches, energies = [], [], []
     for _ in range(iterations):

@@ -188,6 +188,20 @@ def test_parameters_are_bitwise_identical_on_every_rank_after_every_step(backend
     assert r0["energies"] == r1["energies"]
 
 
+@pytest.mark.mpi
+def test_alpha_parameters_are_bitwise_identical_on_two_ranks(backend, tmp_path):
+    """Issue 11: the nuclear ansatz, pionless V2 + V3 and re-centred walkers on 2 ranks."""
+    res = _worker("bitwise", backend, tmp_path, "dense", "3", "alpha")
+    r0, r1 = res[0], res[1]
+    assert r0["param_sha"] == r1["param_sha"] and len(r0["param_sha"]) == 3
+    assert r0["ranks_differing"] == r1["ranks_differing"] == [0.0] * 3
+    shas = [r0["initial_sha"]] + r0["param_sha"]
+    assert len(set(shas)) == len(shas)  # the parameters moved every step
+    assert r0["walkers_sha"] != r1["walkers_sha"]  # independent streams
+    assert r0["energies"] == r1["energies"]
+    assert all(-60.0 < e < 60.0 for e in r0["energies"]), r0["energies"]  # MeV, sane
+
+
 def _cli_args(out: Path, backend: str, *extra: str) -> list[str]:
     config = ROOT / "configs" / "hydrogen.yaml"
     return ([sys.executable, "-m", "distvmc", "run"]

@@ -292,3 +292,18 @@ def test_short_deuteron_run_is_variational_and_near_the_radial_solve(tmp_path):
     # sqrt(<r^2>) / 2 is 1.657 fm (a short run's tail is not converged: loose bounds)
     r2 = res.summary["observables"]["r2"]["mean"]
     assert 1.2 < np.sqrt(r2) < 2.5
+
+
+def test_point_radius_is_measured_about_the_centre_of_mass(rng):
+    """Observables of nuclei: the rms radius is sqrt(<|x_i - x_cm|^2>), blind to a common shift."""
+    from distvmc import observables
+
+    x = rng.standard_normal((5, 200, 4, 3))
+    about_cm = observables.radial_moments(x, centre_of_mass=True)
+    shifted = observables.radial_moments(x + np.array([3.0, -2.0, 7.0]), centre_of_mass=True)
+    direct = np.sqrt(np.mean(np.sum((x - x.mean(axis=2, keepdims=True)) ** 2, axis=-1)))
+    assert abs(about_cm["rms_radius"]["mean"] - direct) < 1e-12
+    assert abs(shifted["rms_radius"]["mean"] - direct) < 1e-12
+    assert 0 < about_cm["rms_radius"]["error"] < 0.05 * direct
+    # about the origin a shifted nucleus looks large: the distinction matters
+    assert observables.radial_moments(x + 3.0)["rms_radius"]["mean"] > 2 * direct
