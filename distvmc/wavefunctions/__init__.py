@@ -8,7 +8,8 @@ schemas.
 
 Factor types: ``mlp`` and ``deepsets`` (:mod:`.mlp`, :mod:`.signed`),
 ``jastrow`` (:mod:`.jastrow`), ``gaussian_envelope`` and ``exp_envelope``
-(:mod:`.envelopes`). None is antisymmetric yet.
+(:mod:`.envelopes`). ``slater`` (:mod:`.slater`, orbitals from :mod:`.ferminet` or
+fixed-form basis functions) is antisymmetric: Slater determinants for fermions.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from distvmc.schema import Section
-from distvmc.wavefunctions import envelopes, jastrow, mlp, nuclear  # noqa: F401  (register the factors)
+from distvmc.wavefunctions import envelopes, ferminet, jastrow, mlp, nuclear, slater  # noqa: F401  (register the factors)
 from distvmc.wavefunctions.base import (FACTORS, Factor, Module, changes_sign, is_antisymmetric,
                                         register_factor)
 from distvmc.wavefunctions.wavefunction import Wavefunction

@@ -1,0 +1,368 @@
+"""Slater determinants: the antisymmetric factor ``slater`` (fermions).
+
+psi_det(x) = sum_d w_d prod_g det[phi^d_{g,k}(x_i)]_{i in g, k < n_g}
+
+One determinant block per species group g (particles ``start .. start + n_g - 1``):
+a fermion group of n_g particles gives an n_g x n_g block, a group of one particle
+(any statistics) a 1 x 1 block (the orbital value), so H2, He and Li work with one
+factor. A boson group of two or more particles is refused (determinants are for
+fermions). Exchanging two particles of one group swaps two rows of its block:
+psi changes sign. The orbitals are
+
+``orbitals: ferminet`` (default)
+    FermiNet's permutation-equivariant network (:mod:`.ferminet`) times envelopes.
+``orbitals: envelope``
+    Linear combinations of fixed-form basis functions with trainable exponents
+    and coefficients (Slater-Jastrow baseline with a ``jastrow`` factor).
+    Exponential basis, per centre R_I and exponent z: {1, |r - R_I|, and the D
+    components of r - R_I} * exp(-z |r - R_I|) (default exponents [Z_I, Z_I/2]).
+    Gaussian basis: cartesian monomials of r - c of degree <= ``degree`` times
+    exp(-a |r - c|^2) (default exponent m omega / (2 hbar), omega = 1 when the
+    system does not say). Orbital k of every group starts as basis function k in
+    aufbau order (1s, 2s, 2p, ...; gaussians: 1, x, y, z, x^2, ...); determinants
+    after the first start from it plus 1e-2 Gaussian noise in the coefficients.
+
+The value is returned as (sign, log|psi|): per determinant a sign and log|det|,
+combined over determinants with a signed log-sum-exp (weights w_d trainable,
+starting at 1; with one determinant there is no weight, since it would only be a
+constant factor whose log-derivative is a zero column of O).
+
+Determinant numerics (:func:`slogdet`)
+--------------------------------------
+XLA on CPU in TF 2.21 compiles neither LogMatrixDeterminant, MatrixDeterminant nor
+Lu (only MatrixInverse), and the local energy runs under XLA. So the forward pass
+is our own LU decomposition with partial pivoting written in plain TensorFlow ops,
+unrolled over the (static, small) block size: sign and log|det| = sum_k log|U_kk|
+(stable: no product of pivots is formed). It compiles under XLA, vectorizes under
+``tf.vectorized_map`` / pfor (the O matrix and the Hessian) and runs in graphs.
+
+Its derivative is a ``tf.custom_gradient``: d log|det| / dA = A^{-T}, with A^{-1}
+from tf.linalg.inv, whose registered gradient (-A^{-T} G A^{-T}, matmuls only) then
+gives the exact second derivatives the Laplacian needs; forward mode
+(``fwd_over_rev``) goes through the same function. The inverse is guarded: an
+exactly singular block (a zero pivot, log|det| = -inf: e.g. two same-spin
+electrons at one point) is inverted as the identity and its gradient masked to 0,
+and so is any block whose inverse overflows. tf.linalg.slogdet's own gradient
+instead calls matrix_inverse, which raises InvalidArgumentError ("not invertible")
+on CPU for such a block and would stop a run; with the guard, parameter gradients
+and O stay finite everywhere. Near (not at) a node the gradient is the exact,
+large-but-finite 1/distance; such a walker has |psi|^2 ~ 0 and is rarely sampled.
+The 1 x 1 block is handled directly (sign(a), log|a|), which is exactly
+differentiable to all orders.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from distvmc.lazytf import tf
+from distvmc.schema import Choice, ConfigError, Int, IntList, OptionalFloatList
+from distvmc.wavefunctions.base import Factor, Module, register_factor
+from distvmc.wavefunctions.ferminet import FermiNetOrbitals, safe_norm
+from distvmc.wavefunctions.mlp import ACTIVATIONS
+
+FIELDS = {
+    "orbitals": Choice("ferminet", "orbital form: ferminet (FermiNet's permutation-equivariant "
+                       "network times envelopes) or envelope (linear combinations of fixed-form "
+                       "basis functions with trainable exponents: the Slater-Jastrow baseline, "
+                       "use it with a jastrow factor)", ["ferminet", "envelope"]),
+    "determinants": Int(1, "number of determinants d in psi = sum_d w_d prod_groups det_d "
+                        "(FermiNet uses 16; 1-4 on a few CPU cores)", min=1),
+    "hidden": IntList([32, 32], "ferminet: widths of the one-electron stream, one per layer"),
+    "pair_hidden": IntList([8, 8], "ferminet: widths of the two-electron stream after each "
+                           "layer; the last layer updates only the one-electron stream, so "
+                           "only the first len(hidden) - 1 entries are used (give len(hidden) "
+                           "or len(hidden) - 1 entries)"),
+    "activation": Choice("tanh", "ferminet: nonlinearity of both streams", ACTIVATIONS),
+    "envelope": Choice("auto", "decay of the orbitals: exponential exp(-sigma |r - R_I|) "
+                       "around the nuclei, gaussian exp(-sigma |r - c|^2) about the centres; "
+                       "auto: exponential with nuclei (coulomb), else gaussian",
+                       ["auto", "exponential", "gaussian"]),
+    "exponents": OptionalFloatList(None, "envelope orbitals: basis exponents (trainable), the "
+                                   "same list for every centre; null: [Z_I, Z_I/2] per nucleus "
+                                   "(exponential), [m omega / (2 hbar)] (gaussian)",
+                                   positive=True),
+    "degree": Int(1, "envelope orbitals with gaussian envelope: highest total degree of the "
+                  "cartesian monomials multiplying the gaussians", min=0),
+}
+
+
+def _check(item: dict, c: dict, key: str) -> None:
+    from distvmc.systems import species as species_mod
+
+    groups = c["system"]["species"]
+    for k, g in enumerate(groups):
+        if g["statistics"] == "boson" and g["count"] >= 2:
+            raise ConfigError(f"{key}.type = 'slater': {species_mod.label(groups, k)} holds "
+                              f"{g['count']} identical bosons; determinants are for fermions "
+                              f"(use a symmetric factor such as deepsets for bosons)")
+    n_h, n_p = len(item["hidden"]), len(item["pair_hidden"])
+    if item["orbitals"] == "ferminet" and n_p not in (n_h, n_h - 1):
+        raise ConfigError(f"{key}.pair_hidden has {n_p} entries: give len(hidden) = {n_h} or "
+                          f"len(hidden) - 1 = {n_h - 1}")
+
+
+# ---------------------------------------------------------------------------
+# slogdet: pivoted LU forward, guarded-inverse custom gradient
+# ---------------------------------------------------------------------------
+
+
+def _lu_slogdet(a):
+    """(sign, log|det|) of a (..., n, n) with static n by LU with partial pivoting.
+
+    Plain TensorFlow ops unrolled over n (XLA, pfor and graphs); a zero pivot gives
+    sign 0 and log|det| = -inf. Not differentiated (see :func:`slogdet`).
+    """
+    n = a.shape[-1]
+    one = 0.0 * a[..., 0, 0] + 1.0  # (...,), no tf.shape (nested accumulators)
+    sign, logdet = one, 0.0 * one
+    s = a
+    for k in range(n):
+        m = n - k
+        if m > 1:
+            p = tf.argmax(tf.abs(s[..., :, 0]), axis=-1, output_type=tf.int32)  # (...,)
+            ep = tf.one_hot(p, m, dtype=a.dtype)  # (..., m)
+            e0 = tf.one_hot(0, m, dtype=a.dtype)  # (m,)
+            row_p = tf.reduce_sum(ep[..., :, None] * s, axis=-2)  # (..., m): row p
+            row_0 = s[..., 0, :]
+            # swap rows 0 and p: s + e0 (row_p - row_0) + ep (row_0 - row_p)
+            diff = row_p - row_0
+            s = s + e0[:, None] * diff[..., None, :] - ep[..., :, None] * diff[..., None, :]
+            sign = sign * tf.where(tf.equal(p, 0), one, -one)
+        piv = s[..., 0, 0]
+        sign = sign * tf.sign(piv)
+        logdet = logdet + tf.math.log(tf.abs(piv))
+        if m > 1:
+            safe = tf.where(tf.equal(piv, 0.0), one, piv)
+            s = s[..., 1:, 1:] - (s[..., 1:, 0] / safe[..., None])[..., :, None] * s[..., 0:1, 1:]
+    return sign, logdet
+
+
+def _guarded_inverse(a, logdet):
+    """A^{-1}, with 0 where A is singular (log|det| = -inf) or the inverse overflows."""
+    n = a.shape[-1]
+    ok = tf.math.is_finite(logdet)[..., None, None]
+    eye = tf.eye(n, dtype=a.dtype)
+    inv = tf.linalg.inv(tf.where(ok, a, eye + 0.0 * a))
+    ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(inv), axis=[-2, -1], keepdims=True))
+    return tf.where(ok, inv, 0.0 * a)
+
+
+def _slogdet_lu_guarded(a):
+    """(sign, log|det|) by LU; gradient d log|det| / dA = A^{-T} from a guarded inverse."""
+    sign, logdet = _lu_slogdet(a)
+
+    def grad(dsign, dlogdet):
+        inv = _guarded_inverse(a, logdet)
+        return dlogdet[..., None, None] * tf.linalg.matrix_transpose(inv)
+
+    return (sign, logdet), grad
+
+
+_CUSTOM = {}
+
+
+def _slogdet_general(a):
+    # tf.custom_gradient is applied on first use: decorating at import time would
+    # import TensorFlow when the config imports this module for its schema.
+    if "f" not in _CUSTOM:
+        _CUSTOM["f"] = tf.custom_gradient(_slogdet_lu_guarded)
+    return _CUSTOM["f"](a)
+
+
+def slogdet(a):
+    """(sign, log|det a|) of a (..., n, n), each of shape (...,).
+
+    Compiles under XLA, vectorizes, and has exact first and second derivatives away
+    from singular matrices; at an exactly singular matrix log|det| = -inf, sign = 0
+    and the gradient is 0 (finite), never an error. The sign carries no gradient.
+    """
+    n = a.shape[-1]
+    if n == 1:
+        v = a[..., 0, 0]
+        return tf.sign(tf.stop_gradient(v)), tf.math.log(tf.abs(v))
+    sign, logdet = _slogdet_general(a)
+    return tf.stop_gradient(sign), logdet
+
+
+def signed_logsumexp(sign, logs, weights=None):
+    """(sign, log|sum_d w_d sign_d exp(logs_d)|) over the last axis, stably."""
+    m = tf.stop_gradient(tf.reduce_max(logs, axis=-1, keepdims=True))
+    m = tf.where(tf.math.is_finite(m), m, tf.zeros_like(m))
+    terms = sign * tf.exp(logs - m)
+    if weights is not None:
+        terms = terms * weights
+    total = tf.reduce_sum(terms, axis=-1)
+    return tf.sign(tf.stop_gradient(total)), m[..., 0] + tf.math.log(tf.abs(total))
+
+
+# ---------------------------------------------------------------------------
+# Envelope (basis-function) orbitals
+# ---------------------------------------------------------------------------
+
+
+def envelope_kind(system, cfg) -> str:
+    """'exponential' or 'gaussian' for the factor's ``envelope`` setting."""
+    if cfg.envelope != "auto":
+        return cfg.envelope
+    return "exponential" if system.charges is not None else "gaussian"
+
+
+def gaussian_exponent(system) -> float:
+    """m omega / (2 hbar) for particle 0 (omega = system.omega when present, else 1)."""
+    omega = getattr(system, "omega", None)
+    omega = 1.0 if omega is None else float(np.mean(omega))
+    return float(system.masses[0]) * omega / (2.0 * system.hbar)
+
+
+class EnvelopeOrbitals(Module):
+    """phi^d_{g,k}(r) = sum_b C^{d,g}_{b,k} chi_b(r), chi_b fixed-form basis functions."""
+
+    def __init__(self, system, blocks, cfg, rng, dtype, kind, n_det):
+        self.kind = kind
+        self.centres = np.asarray(system.centres, np.float64)
+        k_c, d = self.centres.shape
+        charges = (np.ones(k_c) if system.charges is None
+                   else np.asarray(system.charges, np.float64))
+        if cfg.exponents is not None:
+            z = np.tile(np.asarray(cfg.exponents, np.float64)[None], (k_c, 1))
+        elif kind == "exponential":
+            z = np.stack([charges, charges / 2.0], axis=1)
+        else:
+            z = np.full((k_c, 1), gaussian_exponent(system))
+        n_exp = z.shape[1]
+        self.log_exponents = tf.Variable(np.log(z), dtype=dtype, name="log_exponents")  # (K, E)
+        # basis: list of (centre, exponent index, kind, monomial powers); sort key = aufbau
+        basis = []
+        if kind == "exponential":
+            for i in range(k_c):
+                for e in range(n_exp):
+                    basis.append(((e, 0, i, 0), (i, e, "1", None)))
+                    for c in range(d):
+                        basis.append((((e if e > 0 else n_exp), 1, i, c), (i, e, "p", c)))
+                    basis.append(((n_exp + 1, 2, i, e), (i, e, "r", None)))
+            self.degree = None
+        else:
+            import itertools
+
+            self.degree = cfg.degree
+            monos = sorted((p for p in itertools.product(range(cfg.degree + 1), repeat=d)
+                            if sum(p) <= cfg.degree), key=lambda p: (sum(p), tuple(-q for q in p)))
+            for i in range(k_c):
+                for e in range(n_exp):
+                    for j, p in enumerate(monos):
+                        basis.append(((sum(p), e, i, j), (i, e, "m", p)))
+        basis.sort(key=lambda b: b[0])
+        self.basis = [b[1] for b in basis]
+        self.basis_labels = [self._label(b) for b in self.basis]
+        n_b = len(self.basis)
+        self.coefficients = []
+        for (start, count) in blocks:
+            if count > n_b:
+                raise ValueError(f"slater: envelope orbitals have {n_b} basis functions but a "
+                                 f"group holds {count} particles; add exponents or raise degree")
+            c0 = np.zeros((n_det, n_b, count))
+            c0[:, np.arange(count), np.arange(count)] = 1.0
+            c0[1:] += 1e-2 * rng.standard_normal(c0[1:].shape)
+            self.coefficients.append(tf.Variable(c0, dtype=dtype, name=f"coefficients_{start}"))
+        # constant index arrays to evaluate all basis functions at once
+        self._centre = np.array([b[0] for b in self.basis])
+        self._exp = np.array([b[1] for b in self.basis])
+
+    def _label(self, b):
+        i, e, t, c = b
+        if t == "1":
+            return f"c{i} z{e} 1"
+        if t == "r":
+            return f"c{i} z{e} r"
+        if t == "p":
+            return f"c{i} z{e} {'xyzw'[c] if c < 4 else c}"
+        return f"c{i} z{e} " + "".join(f"{'xyzw'[k]}{q}" for k, q in enumerate(c) if q)
+
+    def basis_values(self, x):
+        """chi_b(x_i): x (W, N, D) -> (W, N, B)."""
+        r_c = tf.constant(self.centres, dtype=x.dtype)
+        diff = x[:, :, None, :] - r_c  # (W, N, K, D)
+        z = tf.exp(self.log_exponents)  # (K, E)
+        zb = tf.gather_nd(z, np.stack([self._centre, self._exp], axis=1))  # (B,)
+        dcb = tf.gather(diff, self._centre, axis=2)  # (W, N, B, D)
+        if self.kind == "exponential":
+            r = safe_norm(dcb)  # (W, N, B)
+            env = tf.exp(-zb * r)
+            polys = []
+            for b, (_, _, t, c) in enumerate(self.basis):
+                polys.append(1.0 + 0.0 * r[..., b] if t == "1" else
+                             r[..., b] if t == "r" else dcb[..., b, c])
+        else:
+            r2 = tf.reduce_sum(dcb * dcb, axis=-1)
+            env = tf.exp(-zb * r2)
+            polys = []
+            for b, (_, _, t, p) in enumerate(self.basis):
+                v = 1.0 + 0.0 * r2[..., b]
+                for k, q in enumerate(p):
+                    for _ in range(q):
+                        v = v * dcb[..., b, k]
+                polys.append(v)
+        return tf.stack(polys, axis=-1) * env
+
+    def __call__(self, x, blocks, n_det):
+        chi = self.basis_values(x)
+        out = []
+        for (start, count), c in zip(blocks, self.coefficients):
+            phi = tf.einsum("wib,dbk->wdik", chi[:, start:start + count], c)
+            out.append(phi)
+        return out
+
+
+# ---------------------------------------------------------------------------
+# The factor
+# ---------------------------------------------------------------------------
+
+
+@register_factor("slater", FIELDS, antisymmetric=True, check=_check)
+class Slater(Factor):
+    """Sum of products of per-group determinants of orbitals; see the module docstring.
+
+    Attributes:
+      blocks: (start, count) of every species group, in order.
+      n_det: number of determinants.
+    """
+
+    def __init__(self, system, cfg, rng, dtype, name="slater"):
+        self.name = name
+        self.blocks = [(int(s.start), int(s.count)) for s in system.species]
+        for k, s in enumerate(system.species):
+            if s.statistics == "boson" and s.count >= 2:
+                raise ValueError(f"slater: species group {k} holds {s.count} identical bosons; "
+                                 f"determinants are for fermions")
+        self.n_det = int(cfg.determinants)
+        self.kind = envelope_kind(system, cfg)
+        self.orbitals_type = cfg.orbitals
+        if cfg.orbitals == "ferminet":
+            self.orbitals = FermiNetOrbitals(system, self.blocks, cfg, rng, dtype, self.kind,
+                                             self.n_det)
+        else:
+            self.orbitals = EnvelopeOrbitals(system, self.blocks, cfg, rng, dtype, self.kind,
+                                             self.n_det)
+        if self.n_det > 1:
+            self.weights = tf.Variable(np.ones(self.n_det), dtype=dtype, name="det_weights")
+        else:
+            self.weights = None
+
+    def orbital_matrices(self, x):
+        """One tensor per group, shape (W, n_det, n_g, n_g): [w, d, i, k] = phi^d_k(x_i)."""
+        return self.orbitals(x, self.blocks, self.n_det)
+
+    def signed_log(self, x):
+        """x: (W, N, D) -> (sign (W,), log|psi_det| (W,))."""
+        sign, logdet = None, None
+        for m in self.orbital_matrices(x):
+            s, u = slogdet(m)  # (W, n_det)
+            sign = s if sign is None else sign * s
+            logdet = u if logdet is None else logdet + u
+        if self.n_det == 1:
+            return sign[:, 0], logdet[:, 0]
+        return signed_logsumexp(sign, logdet, self.weights)
+
+
+__all__ = ["EnvelopeOrbitals", "FIELDS", "Slater", "signed_logsumexp", "slogdet"]
