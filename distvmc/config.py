@@ -90,6 +90,12 @@ SCHEMA: dict[str, Any] = {
         "thermalization": Int(200, "sweeps before the first measurement", min=0),
         "sweeps_per_sample": Int(10, "sweeps between measurements (decorrelation)", min=1),
         "samples_per_walker": Int(1, "measurements per walker per iteration", min=1),
+        "moves": Choice("all", "proposal: all (every particle of a walker moves at once; one "
+                        "step width) or one (particles move one at a time, each accepted or "
+                        "rejected on its own, with one step width per species group adapted from "
+                        "that group's acceptance; a sweep then costs N full network evaluations, "
+                        "since the networks couple all particles; for large N, where all-particle "
+                        "moves need a step ~ 1/sqrt(N))", ["all", "one"]),
         "init_width": Float(1.0, "spread of the initial walkers around the nuclei or origin",
                             min=0.0, open_min=True),
         "recentre": Choice(None, "move each walker's centre of mass to the origin after every "

@@ -95,9 +95,11 @@ def finite_mean(values: np.ndarray, comm) -> float:
 
 
 def make_sampler(wf, x0, step, seed, comm, cfg, dtype, purpose=0, name="sampler"):
+    counts = [int(g.count) for g in cfg.system.species]
     return MetropolisSampler(wf.log_abs, x0, step, stream_key(seed, comm.rank, purpose), comm,
                              cfg.sampler.target_acceptance, dtype, name=name,
-                             recentre=cfg.sampler.recentre)
+                             recentre=cfg.sampler.recentre, moves=cfg.sampler.moves,
+                             groups=np.repeat(np.arange(len(counts)), counts))
 
 
 class MonteCarloEnergy:
@@ -140,7 +142,7 @@ class MonteCarloEnergy:
         step = float(state["sampler"]["step"])
         if x.shape[0] != self.sampler.walkers:
             self.sampler = make_sampler(self.wf, x, step, self.seed, self.comm, self.cfg, self.dtype)
-        self.sampler.set_state({"x": x, "step": step, "counter": counter})
+        self.sampler.set_state({**state["sampler"], "x": x, "step": step, "counter": counter})
         self.thermalized = bool(state["thermalized"])
         if "copies" in note:
             sweeps = self.cfg.sampler.thermalization
@@ -219,7 +221,7 @@ class MonteCarloEnergy:
         therm = ev.thermalization if thermalization is None else thermalization
         w = self.sampler.walkers
         m = max(1, -(-samples // (w * self.comm.size)))
-        sampler = make_sampler(self.wf, self.sampler.x.numpy(), float(self.sampler.step.numpy()),
+        sampler = make_sampler(self.wf, self.sampler.x.numpy(), self.sampler.proposal_step(),
                                self.seed, self.comm, self.cfg, self.dtype, purpose=2,
                                name="eval_sampler")
         t0 = time.perf_counter()

@@ -10,6 +10,15 @@ stateless Philox stream keyed by (key, c), where ``key`` derives from
 (seed, rank). The whole random state is therefore the integer ``counter``,
 which makes checkpoints exact and gives every rank an independent stream.
 
+With ``moves="one"`` a sweep moves the particles one at a time: particle 1
+gets a Gaussian displacement and is accepted or rejected, then particle 2 from
+the updated configuration, and so on, so a sweep costs N evaluations of psi
+(each a full network evaluation: the networks couple all particles, so nothing
+is reused between the moves). Each species group has its own step width,
+adapted from that group's own acceptance. For large N, all-particle moves need a
+step ~ 1/sqrt(N) to keep any acceptance; one-particle moves keep an O(1) step.
+The proposals of sweep c use the same stateless Philox stream keyed by (key, c).
+
 With ``recentre=True`` (translation-invariant systems: nuclei) every walker's
 centre of mass is moved to the origin after each sweep. For a psi that depends
 only on x_i - x_cm this changes neither |psi|^2 nor any acceptance decision:
@@ -37,14 +46,24 @@ class MetropolisSampler(tf.Module):
     Attributes:
       x: walker positions, variable of shape (W, N, D).
       logp: 2 log|psi(x)|, shape (W,), kept consistent with x and the parameters.
-      step: proposal width (same on every rank; adapted from global acceptance).
+      step: proposal width (same on every rank; adapted from global acceptance);
+        with moves "one" the mean of ``steps``.
+      steps: moves "one": proposal width per species group, shape (G,).
       counter: number of sweeps drawn from this rank's random stream so far.
     """
 
     def __init__(self, log_abs, x0: np.ndarray, step: float, key: int, comm,
                  target_acceptance: float = 0.5, dtype=tf.float64, name="sampler",
-                 recentre: bool = False):
+                 recentre: bool = False, moves: str = "all", groups=None):
         super().__init__(name=name)
+        if moves not in ("all", "one"):
+            raise ValueError(f"moves must be 'all' or 'one', not {moves!r}")
+        self.moves = moves
+        n = int(np.shape(x0)[1])
+        self.groups = (np.zeros(n, dtype=np.int64) if groups is None
+                       else np.asarray(groups, dtype=np.int64).reshape(n))
+        self.n_groups = int(self.groups.max()) + 1 if n else 1
+        self.last_group_acceptance: np.ndarray | None = None
         self._log_abs = log_abs
         self.comm = comm
         self.target = target_acceptance
@@ -53,7 +72,13 @@ class MetropolisSampler(tf.Module):
             x0 = np.asarray(x0) - np.mean(x0, axis=1, keepdims=True)
         self.x = tf.Variable(x0, dtype=dtype, name="walkers")
         self.logp = tf.Variable(tf.zeros(x0.shape[0], dtype=dtype), name="logp")
-        self.step = tf.Variable(step, dtype=dtype, name="step")
+        steps = np.broadcast_to(np.asarray(step, dtype=np.float64), (self.n_groups,)) \
+            if np.ndim(step) else np.full(self.n_groups, float(step))
+        if moves == "one":
+            self.steps = tf.Variable(steps, dtype=dtype, name="steps")
+            step = float(np.mean(steps))
+        self.step = tf.Variable(float(step) if np.ndim(step) == 0 else float(np.mean(step)),
+                                dtype=dtype, name="step")
         self.key = tf.constant(key, dtype=tf.int64)
         self.counter = tf.Variable(0, dtype=tf.int64, name="counter")
         self.refresh()
@@ -76,11 +101,63 @@ class MetropolisSampler(tf.Module):
     CHUNK_NUMBERS = 1 << 21
 
     def _chunk_sweeps(self, n_sweeps: int) -> int:
-        per_sweep = int(np.prod(self.x.shape)) + int(self.x.shape[0])
+        per_sweep = int(np.prod(self.x.shape)) + int(self.x.shape[0]) * (
+            int(self.x.shape[1]) if self.moves == "one" else 1)
         return max(1, min(n_sweeps, self.CHUNK_NUMBERS // per_sweep))
 
-    @tf.function(jit_compile=True)
     def _chain(self, n_measure: int, n_sweeps: int):
+        if self.moves == "one":
+            return self._chain_one(n_measure, n_sweeps)
+        return self._chain_all(n_measure, n_sweeps)
+
+    @tf.function(jit_compile=True)
+    def _chain_one(self, n_measure: int, n_sweeps: int):
+        """As :meth:`_chain_all` with one-particle moves: accepted moves per walker and
+        particle, shape (W, N). A chunk's proposals (c, W, N, D) are scaled per particle
+        by its group's step, its uniforms are (c, W, N)."""
+        shape = self.x.shape
+        n = int(shape[1])
+        c = self._chunk_sweeps(n_sweeps)
+        n_chunks = -(-n_sweeps // c)
+        scale = tf.gather(self.steps.read_value(), tf.constant(self.groups))[None, None, :, None]
+        ta = tf.TensorArray(self.x.dtype, size=n_measure, element_shape=shape)
+        acc = tf.zeros(shape[:2], tf.int64)
+        x, logp = self.x.read_value(), self.logp.read_value()
+        for m in tf.range(n_measure):
+            for j in tf.range(n_chunks):
+                first = tf.cast(m * n_sweeps + j * c, tf.int64)
+                seeds = tf.random.experimental.stateless_split(
+                    tf.stack([self.key, self.counter + first]), 2)
+                noise = scale * tf.random.stateless_normal((c,) + tuple(shape), seeds[0],
+                                                           dtype=x.dtype)
+                log_u = tf.math.log(tf.random.stateless_uniform((c, shape[0], n), seeds[1],
+                                                                dtype=x.dtype))
+
+                def sweep(i, x, logp, acc, noise=noise, log_u=log_u):
+                    def move(p, x, logp, acc):
+                        onehot = tf.one_hot(p, n, dtype=x.dtype)
+                        prop = x + noise[i] * onehot[None, :, None]  # particle p only
+                        logp_new = 2.0 * self._log_abs(prop)
+                        accept = tf.gather(log_u[i], p, axis=1) < logp_new - logp
+                        x_new = tf.where(accept[:, None, None], prop, x)
+                        hit = tf.cast(accept, tf.int64)[:, None] * tf.one_hot(p, n, dtype=tf.int64)
+                        return p + 1, x_new, tf.where(accept, logp_new, logp), acc + hit
+
+                    _, x, logp, acc = tf.while_loop(lambda p, *_: p < n, move, (0, x, logp, acc))
+                    if self.recentre:
+                        x = x - tf.reduce_mean(x, axis=1, keepdims=True)
+                    return i + 1, x, logp, acc
+
+                k = tf.minimum(c, n_sweeps - j * c)
+                _, x, logp, acc = tf.while_loop(lambda i, *_: i < k, sweep, (0, x, logp, acc))
+            ta = ta.write(m, x)
+        self.x.assign(x)
+        self.logp.assign(logp)
+        self.counter.assign_add(tf.cast(n_measure * n_sweeps, tf.int64))
+        return ta.stack(), acc
+
+    @tf.function(jit_compile=True)
+    def _chain_all(self, n_measure: int, n_sweeps: int):
         """n_measure blocks of n_sweeps sweeps; returns the positions after each
         block, shape (n_measure, W, N, D), and accepted moves per walker.
 
@@ -124,13 +201,36 @@ class MetropolisSampler(tf.Module):
         return ta.stack(), acc
 
     def _global_acceptance(self, accepted: np.ndarray, sweeps: int) -> float:
+        if self.moves == "one":  # accepted (W, N): per group, one allreduce
+            g = self.n_groups
+            per = np.bincount(self.groups, weights=accepted.sum(axis=0).astype(np.float64),
+                              minlength=g)
+            tries = np.bincount(self.groups, minlength=g).astype(np.float64) * accepted.shape[0] * sweeps
+            tot = self.comm.allreduce(np.concatenate([per, tries]))
+            self.last_group_acceptance = tot[:g] / tot[g:]
+            return float(tot[:g].sum() / tot[g:].sum())
         tot = self.comm.allreduce(np.array([float(accepted.sum()), float(accepted.size * sweeps)]))
         return float(tot[0] / tot[1])
 
     def adapt(self, acceptance: float) -> None:
-        """Scale the step width toward the target acceptance (same on every rank)."""
+        """Scale the step width toward the target acceptance (same on every rank).
+
+        Moves "one": every group's step from that group's own acceptance in the last
+        :meth:`sample` or thermalization block (``acceptance`` is then not used).
+        """
+        if self.moves == "one" and self.last_group_acceptance is not None:
+            factor = np.clip(self.last_group_acceptance / self.target, 0.5, 2.0)
+            steps = self.steps.numpy() * factor
+            self.steps.assign(steps)
+            self.step.assign(float(np.mean(steps)))
+            return
         factor = float(np.clip(acceptance / self.target, 0.5, 2.0))
         self.step.assign(self.step * factor)
+
+    def proposal_step(self):
+        """The step to start another sampler of the same kind from: a float, or the
+        per-group steps (moves "one")."""
+        return self.steps.numpy().copy() if self.moves == "one" else float(self.step.numpy())
 
     def thermalize(self, sweeps: int, adapt: bool = True, block: int = 20) -> float:
         """Run ``sweeps`` sweeps without measuring, adapting the step every block."""
@@ -158,13 +258,21 @@ class MetropolisSampler(tf.Module):
     # State for snapshots and checkpoints: everything that makes the next sweep
     # reproducible. Walkers and stream position differ between ranks.
     def state(self) -> dict:
-        return {"x": PerRank(self.x.numpy().copy()), "counter": PerRank(np.int64(self.counter.numpy())),
-                "step": float(self.step.numpy())}
+        out = {"x": PerRank(self.x.numpy().copy()), "counter": PerRank(np.int64(self.counter.numpy())),
+               "step": float(self.step.numpy())}
+        if self.moves == "one":
+            out["steps"] = self.steps.numpy().copy()
+        return out
 
     def set_state(self, state: dict) -> None:
         """Back to a :meth:`state` of this rank (walkers of the same shape)."""
         self.x.assign(local(state["x"]))
         self.step.assign(float(state["step"]))
+        if self.moves == "one":  # older states have no per-group steps: all start at step
+            steps = state.get("steps")
+            steps = (np.full(self.n_groups, float(state["step"])) if steps is None
+                     else np.asarray(local(steps), dtype=np.float64).reshape(self.n_groups))
+            self.steps.assign(steps)
         self.counter.assign(int(local(state["counter"])))
         self.refresh()
 
