@@ -76,34 +76,26 @@ def test_all_moves_state_has_no_per_group_steps():
 
 
 def test_walkers_start_near_their_nuclei_apart_and_spin_balanced():
-    for nuclei, charges, n in (([[0, 0, 0], [0, 0, 1.4011]], [1, 1], 2),
-                               ([[0, 0, 0]], [3], 3),
-                               ([[0, 0, 0], [0, 0, 2.0]], [3, 1], 4)):
-        cfg = validate({"system": {"particles": n},
-                        "potential": {"type": "coulomb", "nuclei": nuclei, "charges": charges},
-                        "wavefunction": {"factors": [{"type": "mlp"}]}} if n <= 2 else
-                       _with_fake_antisymmetric(n, nuclei, charges))
+    for nuclei, charges, (up, down) in (([[0, 0, 0], [0, 0, 1.4011]], [1, 1], (1, 1)),
+                                        ([[0, 0, 0]], [3], (2, 1)),
+                                        ([[0, 0, 0], [0, 0, 2.0]], [3, 1], (2, 2))):
+        # home_positions uses only the spins; "boson" keeps validation free of determinants
+        species = [{"count": up, "spin": "up", "statistics": "boson"},
+                   {"count": down, "spin": "down", "statistics": "boson"}]
+        cfg = validate({"system": {"species": species},
+                        "potential": {"type": "coulomb", "nuclei": nuclei, "charges": charges}})
         system = build_system(cfg)
+        n = up + down
         home = system.home_positions()
         per_nucleus = [int(np.sum(np.all(home == np.asarray(c, float), axis=1))) for c in nuclei]
         assert per_nucleus == [int(z) for z in charges], per_nucleus
         if charges == [1, 1]:  # H2: one electron per proton, one of each spin
-            assert sorted(system.spins.tolist()) == [-1, 1] and home[0, 2] != home[1, 2]
+            assert home[0, 2] != home[1, 2]
         x = system.initial_walkers(np.random.default_rng(0), 500, 1.0)
         for i in range(n):
             for j in range(i + 1, n):
                 if system.spins[i] == system.spins[j]:
                     assert np.min(np.linalg.norm(x[:, i] - x[:, j], axis=-1)) > 1e-3
-
-
-def _with_fake_antisymmetric(n, nuclei, charges):
-    """Li-like systems need an antisymmetric factor to validate; the system does not."""
-    from distvmc.wavefunctions import FACTORS
-
-    anti = [name for name in FACTORS if FACTORS.entry(name).meta.get("antisymmetric")]
-    return {"system": {"particles": n},
-            "potential": {"type": "coulomb", "nuclei": nuclei, "charges": charges},
-            "wavefunction": {"factors": [{"type": anti[0]}]}}
 
 
 def test_one_particle_moves_run_resumes_bitwise(tmp_path):
