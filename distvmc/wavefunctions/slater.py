@@ -277,7 +277,9 @@ class EnvelopeOrbitals(Module):
             return f"c{i} z{e} r"
         if t == "p":
             return f"c{i} z{e} {'xyzw'[c] if c < 4 else c}"
-        return f"c{i} z{e} " + "".join(f"{'xyzw'[k]}{q}" for k, q in enumerate(c) if q)
+        mono = "".join(f"{'xyzw'[k] if k < 4 else k}{q if q > 1 else ''}"
+                       for k, q in enumerate(c) if q)
+        return f"c{i} z{e} {mono or '1'}"
 
     def basis_values(self, x):
         """chi_b(x_i): x (W, N, D) -> (W, N, B)."""
