@@ -31,6 +31,7 @@ from distvmc.schema import (  # noqa: F401  (re-exported: the config's public vo
     Bool, Choice, ConfigError, Field, Float, FloatList, Int, IntList, ListOf, Mapping, Matrix,
     OptionalFloatList, Records, Section, Str, Variant, defaults_of, fail, reference_lines,
     validate_section)
+from distvmc.pretrain import check as pretrain_check
 from distvmc.systems import POTENTIALS
 from distvmc.systems import species as species_mod
 from distvmc.wavefunctions import FACTORS, changes_sign, is_antisymmetric
@@ -137,6 +138,25 @@ SCHEMA: dict[str, Any] = {
         "beta2": Float(0.999, "Adam beta2", min=0.0, max=1.0, open_max=True),
         "epsilon": Float(1e-8, "Adam epsilon", min=0.0, open_min=True),
     },
+    "pretrain": {
+        "iterations": Int(0, "fit the determinant's orbitals to reference orbitals for this many "
+                          "Adam steps before the first VMC iteration of a fresh run (never on "
+                          "--resume), as FermiNet does; 0: off (the run works without it, only "
+                          "slower). Needs a factor with orbitals (type: slater)", min=0),
+        "method": Choice("auto", "reference orbitals: hf (unrestricted Hartree-Fock by PySCF, "
+                         "pip install 'distvmc[chem]'; spin up takes the alpha, spin down the "
+                         "beta occupied orbitals), oscillator (non-interacting harmonic-oscillator "
+                         "orbitals with each group's mass and omega, filled by energy, degenerate "
+                         "shells x before y), auto (hf for coulomb, oscillator for harmonic)",
+                         ["auto", "hf", "oscillator"]),
+        "basis": Str("cc-pvdz", "hf: PySCF basis set name"),
+        "lr": Float(3e-3, "Adam learning rate of the orbital fit", min=0.0, open_min=True),
+        "sweeps": Int(1, "all-particle Metropolis steps on |Psi_reference|^2 per iteration "
+                      "(sampler.walkers walkers per rank, after sampler.thermalization steps; "
+                      "VMC then starts from these walkers)", min=1),
+        "log_every": Int(10, "print the orbital mismatch (mean over walkers, determinants and "
+                         "groups of |Phi_net - Phi_ref|_F^2) every this many iterations", min=1),
+    },
     "evaluation": {
         "samples": Int(200000, "samples in the final evaluation with frozen parameters, over "
                        "all ranks together (rounded up to whole sweeps of every walker)", min=1),
@@ -220,6 +240,7 @@ def _cross_checks(c: dict) -> None:
             check(f, c, f"wavefunction.factors.{i}")
     _statistics_check(c)
     _grid_checks(c)
+    pretrain_check(c)
 
 
 def _statistics_check(c: dict) -> None:

@@ -96,6 +96,8 @@ class Job:
         self._energy: GridEnergy | None = grid_energy
         self._t_state = time.perf_counter()
         self.wf = grid_energy.wf if grid_energy is not None else None
+        self.pretrain_pending = False  # fresh state 0 with pretrain.iterations > 0
+        self.pretrained: dict | None = None
 
     # ------------------------------------------------------------------
     @property
@@ -140,6 +142,7 @@ class Job:
         seed = excited.state_seed(cfg, k)
         self.k = k
         self._t_state = time.perf_counter()
+        self.pretrain_pending = False
         if self.grid_mode:
             if self.wf is None:
                 self.wf = self.build_wavefunction(cfg, self.system, cfg.seed)
@@ -151,6 +154,7 @@ class Job:
         elif k == 0:
             wf = self.build_wavefunction(cfg, self.system, seed)
             objective = MonteCarloEnergy(wf, self.system, cfg, comm, seed, self.log)
+            self.pretrain_pending = fresh and cfg.pretrain.iterations > 0
         else:
             from distvmc.wavefunctions.projected import ProjectedWavefunction
 
@@ -174,6 +178,15 @@ class Job:
     def train(self, hooks=()) -> None:
         """Train the current state to ``optimizer.iterations`` (or grid convergence)."""
         cfg = self.cfg
+        if self.pretrain_pending and self.driver.iteration == 0:  # never after a resume
+            from distvmc.pretrain import pretrain
+
+            self.pretrain_pending = False
+            self.pretrained = pretrain(self.wf, self.system, cfg, self.comm,
+                                       excited.state_seed(cfg, 0), self.log)
+            sampler = self.driver.objective.sampler  # VMC starts from the pretraining walkers
+            sampler.x.assign(self.pretrained["walkers"])
+            sampler.refresh()
         progress = Progress(self.driver, cfg.optimizer.iterations, cfg.output.log_every,
                             self.log, self._prefix())
         self.driver.train(cfg.optimizer.iterations, [progress, *hooks])
