@@ -84,7 +84,8 @@ SCHEMA: dict[str, Any] = {
     },
     "sampler": {
         "walkers": Int(1024, "Metropolis walkers per rank", min=1),
-        "step": Float(0.5, "initial Gaussian proposal width (all-particle moves)", min=0.0, open_min=True),
+        "step": Float(0.5, "initial Gaussian proposal width (moves one: of every species group)",
+                      min=0.0, open_min=True),
         "target_acceptance": Float(0.5, "acceptance rate the step width is adapted toward",
                                    min=0.0, max=1.0, open_min=True, open_max=True),
         "adapt": Choice("always", "when to adapt the step width", ["always", "thermalization", "never"]),
@@ -151,11 +152,12 @@ SCHEMA: dict[str, Any] = {
                          ["auto", "hf", "oscillator"]),
         "basis": Str("cc-pvdz", "hf: PySCF basis set name"),
         "lr": Float(3e-3, "Adam learning rate of the orbital fit", min=0.0, open_min=True),
-        "sweeps": Int(1, "all-particle Metropolis steps on |Psi_reference|^2 per iteration "
-                      "(sampler.walkers walkers per rank, after sampler.thermalization steps; "
-                      "VMC then starts from these walkers)", min=1),
+        "sweeps": Int(1, "all-particle Metropolis steps on the reference density Psi_ref^2 per "
+                      "iteration (sampler.walkers walkers per rank, after sampler.thermalization "
+                      "steps; VMC then starts from these walkers)", min=1),
         "log_every": Int(10, "print the orbital mismatch (mean over walkers, determinants and "
-                         "groups of |Phi_net - Phi_ref|_F^2) every this many iterations", min=1),
+                         "groups of the squared Frobenius norm of Phi_net - Phi_ref) every this "
+                         "many iterations", min=1),
     },
     "evaluation": {
         "samples": Int(200000, "samples in the final evaluation with frozen parameters, over "

@@ -167,13 +167,15 @@ class HartreeFock(Target):
                              unit="Bohr", basis=basis, spin=n_up - n_down,
                              charge=int(z.sum()) - system.particles, verbose=0)
         except Exception as e:  # unknown basis, impossible spin: one line
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ConfigError(f"pretrain.basis = {basis!r}: PySCF cannot build the molecule "
-                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+                              f"({why})") from None
         mf = scf.UHF(self.mol)
         mf.verbose = 0
         self.energy = float(mf.kernel())
         self.converged = bool(mf.converged)
-        occ = {"up": mf.mo_coeff[0][:, mf.mo_occ[0] > 0], "down": mf.mo_coeff[1][:, mf.mo_occ[1] > 0]}
+        occ = {"up": mf.mo_coeff[0][:, mf.mo_occ[0] > 0],
+               "down": mf.mo_coeff[1][:, mf.mo_occ[1] > 0]}
         taken = {"up": 0, "down": 0}
         self.coeffs = []
         for s, (_, n) in zip(spins, self.blocks):
@@ -328,7 +330,8 @@ def pretrain(wf, system, cfg, comm, seed: int, log=print, target: Target | None 
         x = tf.constant(chain.x, dtype)
         targets = [tf.constant(t, dtype) for t in target.matrices(chain.x)]
         local_loss, grads = loss_and_grads(x, targets)
-        flat = np.concatenate([np.asarray(g, np.float64).ravel() for g in grads] + [[float(local_loss)]])
+        flat = np.concatenate([np.asarray(g, np.float64).ravel() for g in grads]
+                              + [[float(local_loss)]])
         flat = comm.allreduce(flat) / comm.size  # same walkers per rank: the global mean
         g, loss = flat[:-1], float(flat[-1])
         if it == 1:

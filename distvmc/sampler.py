@@ -205,7 +205,8 @@ class MetropolisSampler(tf.Module):
             g = self.n_groups
             per = np.bincount(self.groups, weights=accepted.sum(axis=0).astype(np.float64),
                               minlength=g)
-            tries = np.bincount(self.groups, minlength=g).astype(np.float64) * accepted.shape[0] * sweeps
+            tries = (np.bincount(self.groups, minlength=g).astype(np.float64)
+                     * accepted.shape[0] * sweeps)
             tot = self.comm.allreduce(np.concatenate([per, tries]))
             self.last_group_acceptance = tot[:g] / tot[g:]
             return float(tot[:g].sum() / tot[g:].sum())

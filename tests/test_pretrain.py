@@ -193,3 +193,22 @@ def test_pretraining_config_errors_are_one_line(monkeypatch):
     assert msg == "pretrain.method = 'hf' needs PySCF: pip install 'distvmc[chem]'"
     assert validate({"pretrain": {"iterations": 5}, "potential": {"type": "harmonic"},
                      **slater}).pretrain.iterations == 5  # oscillator needs no PySCF
+
+
+@pytest.mark.skipif(not HAS_SLATER, reason="needs the slater factor")
+def test_pretraining_the_slater_factor_on_a_2d_dot():
+    """The real determinant factor (FermiNet orbitals), 3 + 3 electrons in a 2D trap:
+    3x3 oscillator targets per spin, two determinants: the mismatch falls."""
+    from distvmc.wavefunctions import build_wavefunction
+
+    cfg = validate({"system": {"dim": 2, "species": [{"count": 3, "spin": "up"},
+                                                     {"count": 3, "spin": "down"}]},
+                    "potential": {"type": "harmonic", "interaction": "coulomb"},
+                    "wavefunction": {"factors": [{"type": "slater", "hidden": [8, 8],
+                                                  "pair_hidden": [4], "determinants": 2}]},
+                    "sampler": {"walkers": 64, "thermalization": 20},
+                    "pretrain": {"iterations": 30, "lr": 1e-2, "log_every": 100}})
+    system = build_system(cfg)
+    wf = build_wavefunction(cfg, system, 0)
+    out = pretrain(wf, system, cfg, SingleProcess(), 0, quiet)
+    assert out["final"] < 0.3 * out["initial"], (out["initial"], out["final"])
