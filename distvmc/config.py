@@ -96,8 +96,9 @@ SCHEMA: dict[str, Any] = {
                         "step width) or one (particles move one at a time, each accepted or "
                         "rejected on its own, with one step width per species group adapted from "
                         "that group's acceptance; a sweep then costs N full network evaluations, "
-                        "since the networks couple all particles; for large N, where all-particle "
-                        "moves need a step ~ 1/sqrt(N))", ["all", "one"]),
+                        "since the networks couple all particles). one is for large N, where "
+                        "all-particle moves need a step ~ 1/sqrt(N) to be accepted",
+                        ["all", "one"]),
         "init_width": Float(1.0, "spread of the initial walkers around the nuclei or origin",
                             min=0.0, open_min=True),
         "recentre": Choice(None, "move each walker's centre of mass to the origin after every "
