@@ -8,7 +8,7 @@ Checked here:
 - log|psi| and its gradients (x and parameters) equal a direct determinant;
 - zero-variance exact cases: two same-spin fermions in a 2D trap (E = 3) and
   hydrogenic Li without electron repulsion (E = -10.125);
-- hessian and fwd_over_rev Laplacians agree on a FermiNet lithium;
+- hessian (under XLA), fwd_over_rev and fwd_over_fwd Laplacians agree on a FermiNet lithium;
 - config: slater + jastrow validates for lithium; bosons are refused.
 """
 
@@ -188,14 +188,15 @@ def test_hydrogenic_lithium_without_repulsion_has_zero_variance_energy(rng):
     _assert_zero_variance(wf, system, rng.standard_normal((200, 3, 3)) * 1.5, -10.125)
 
 
-def test_hessian_and_fwd_over_rev_laplacians_agree_for_ferminet_lithium(rng):
+def test_the_three_laplacians_agree_for_ferminet_lithium(rng):
     system, wf = _lithium("{type: slater, " + SMALL + ", determinants: 2}, {type: jastrow}")
     x = tf.constant(rng.standard_normal((8, 3, 3)))
     e_xla = LocalEnergy(wf, system)(x)  # the default path: hessian under XLA
-    e_fwd = local_energy(wf.log_abs, system.potential, system.kinetic_prefactor, x,
-                         "fwd_over_rev")[0].numpy()
     assert np.all(np.isfinite(e_xla))
-    np.testing.assert_allclose(e_xla, e_fwd, rtol=0, atol=1e-10 * max(1.0, np.abs(e_fwd).max()))
+    for method in ("fwd_over_rev", "fwd_over_fwd"):
+        e = local_energy(wf.log_abs, system.potential, system.kinetic_prefactor, x,
+                         method)[0].numpy()  # eager: tracing these as graphs takes longer
+        np.testing.assert_allclose(e_xla, e, rtol=0, atol=1e-10 * max(1.0, np.abs(e).max()))
 
 
 def test_slater_config_for_lithium_validates_and_bosons_are_refused():
@@ -211,6 +212,10 @@ def test_slater_config_for_lithium_validates_and_bosons_are_refused():
     with pytest.raises(ConfigError, match="bosons"):
         config.load(None, ["system.species=[{count: 2}]", "potential.type=harmonic",
                            "wavefunction.factors=[{type: slater}]"])
+    with pytest.raises(ConfigError, match="2 basis functions .* holds 3 particles"):
+        config.load(None, ["system.dim=1", "system.species=[{count: 3, spin: up}]",
+                           "potential.type=harmonic",
+                           "wavefunction.factors=[{type: slater, orbitals: envelope}]"])
     with pytest.raises(ConfigError, match="pair_hidden"):
         config.load(None, ["system.particles=3", "potential.type=coulomb",
                            "wavefunction.factors=[{type: slater, hidden: [4], "

@@ -36,8 +36,9 @@ from distvmc.wavefunctions.mlp import activation
 def safe_norm(v, keepdims=False):
     """|v| over the last axis with derivative 0 (not NaN) at v = 0."""
     s = tf.reduce_sum(v * v, axis=-1, keepdims=keepdims)
-    pos = s > 0.0
-    return tf.where(pos, tf.sqrt(tf.where(pos, s, tf.ones_like(s))), tf.zeros_like(s))
+    pos = tf.stop_gradient(s) > 0.0  # no tangent into a comparison (nested accumulators)
+    # 0 * s + 1, not ones_like: ones_like and zeros_like break nested forward accumulators
+    return tf.where(pos, tf.sqrt(tf.where(pos, s, 0.0 * s + 1.0)), 0.0 * s)
 
 
 def _shell(k: int) -> int:

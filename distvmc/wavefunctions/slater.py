@@ -63,26 +63,31 @@ from distvmc.wavefunctions.mlp import ACTIVATIONS
 
 FIELDS = {
     "orbitals": Choice("ferminet", "orbital form: ferminet (FermiNet's permutation-equivariant "
-                       "network times envelopes) or envelope (linear combinations of fixed-form "
-                       "basis functions with trainable exponents: the Slater-Jastrow baseline, "
-                       "use it with a jastrow factor)", ["ferminet", "envelope"]),
-    "determinants": Int(1, "number of determinants d in psi = sum_d w_d prod_groups det_d "
-                        "(FermiNet uses 16; 1-4 on a few CPU cores)", min=1),
+                       "network times envelopes) or envelope (the Slater-Jastrow baseline, use it "
+                       "with a jastrow factor: each orbital a linear combination, trainable "
+                       "coefficients, of basis functions with trainable exponents: "
+                       "exponential envelope {1, r, x, y, z} exp(-z r) per nucleus and exponent, "
+                       "r and x, y, z measured from the nucleus; gaussian envelope cartesian "
+                       "monomials up to degree times exp(-a r^2) about the centre)",
+                       ["ferminet", "envelope"]),
+    "determinants": Int(1, "number of determinants d in psi = sum_d w_d prod_groups det_d, with "
+                        "trainable weights w_d starting at 1 (FermiNet uses 16; 1-4 on a few "
+                        "CPU cores)", min=1),
     "hidden": IntList([32, 32], "ferminet: widths of the one-electron stream, one per layer"),
     "pair_hidden": IntList([8, 8], "ferminet: widths of the two-electron stream after each "
                            "layer; the last layer updates only the one-electron stream, so "
                            "only the first len(hidden) - 1 entries are used (give len(hidden) "
                            "or len(hidden) - 1 entries)"),
     "activation": Choice("tanh", "ferminet: nonlinearity of both streams", ACTIVATIONS),
-    "envelope": Choice("auto", "decay of the orbitals: exponential exp(-sigma |r - R_I|) "
-                       "around the nuclei, gaussian exp(-sigma |r - c|^2) about the centres; "
-                       "auto: exponential with nuclei (coulomb), else gaussian",
-                       ["auto", "exponential", "gaussian"]),
+    "envelope": Choice("auto", "decay of the orbitals: exponential, exp(-sigma r) in the "
+                       "distance r to each nucleus; gaussian, exp(-sigma r^2) about the "
+                       "centres (trap centre); auto: exponential with nuclei (coulomb), else "
+                       "gaussian", ["auto", "exponential", "gaussian"]),
     "exponents": OptionalFloatList(None, "envelope orbitals: basis exponents (trainable), the "
-                                   "same list for every centre; null: [Z_I, Z_I/2] per nucleus "
-                                   "(exponential), [m omega / (2 hbar)] (gaussian)",
-                                   positive=True),
-    "degree": Int(1, "envelope orbitals with gaussian envelope: highest total degree of the "
+                                   "same list for every centre; null: [Z, Z/2] per nucleus of "
+                                   "charge Z (exponential), [m omega / (2 hbar)] with omega = 1 "
+                                   "(gaussian)", positive=True),
+    "degree": Int(1, "envelope orbitals, gaussian envelope: highest total degree of the "
                   "cartesian monomials multiplying the gaussians", min=0),
 }
 
@@ -96,10 +101,34 @@ def _check(item: dict, c: dict, key: str) -> None:
             raise ConfigError(f"{key}.type = 'slater': {species_mod.label(groups, k)} holds "
                               f"{g['count']} identical bosons; determinants are for fermions "
                               f"(use a symmetric factor such as deepsets for bosons)")
+    if item["orbitals"] == "envelope":
+        n_b, what = _basis_size(item, c)
+        big = max(g["count"] for g in groups)
+        if big > n_b:
+            raise ConfigError(f"{key}: envelope orbitals have {n_b} basis functions ({what}) "
+                              f"but a group holds {big} particles; give more exponents"
+                              + (" or a higher degree" if "degree" in what else ""))
     n_h, n_p = len(item["hidden"]), len(item["pair_hidden"])
     if item["orbitals"] == "ferminet" and n_p not in (n_h, n_h - 1):
         raise ConfigError(f"{key}.pair_hidden has {n_p} entries: give len(hidden) = {n_h} or "
                           f"len(hidden) - 1 = {n_h - 1}")
+
+
+def _basis_size(item: dict, c: dict) -> tuple[int, str]:
+    """Number of envelope basis functions the config gives, and how it follows."""
+    from math import comb
+
+    d = c["system"]["dim"]
+    coulomb = c["potential"]["type"] == "coulomb"
+    k = len(c["potential"]["nuclei"]) if coulomb else 1
+    kind = item["envelope"] if item["envelope"] != "auto" else (
+        "exponential" if coulomb else "gaussian")
+    if kind == "exponential":
+        e = 2 if item["exponents"] is None else len(item["exponents"])
+        return k * e * (d + 2), f"{k} centre(s) x {e} exponent(s) x {d + 2} functions"
+    e = 1 if item["exponents"] is None else len(item["exponents"])
+    m = comb(item["degree"] + d, d)
+    return k * e * m, f"{k} centre(s) x {e} exponent(s) x {m} monomials of degree <= {item['degree']}"
 
 
 # ---------------------------------------------------------------------------
@@ -111,7 +140,11 @@ def _lu_slogdet(a):
     """(sign, log|det|) of a (..., n, n) with static n by LU with partial pivoting.
 
     Plain TensorFlow ops unrolled over n (XLA, pfor and graphs); a zero pivot gives
-    sign 0 and log|det| = -inf. Not differentiated (see :func:`slogdet`).
+    sign 0 and log|det| = -inf. Reverse mode uses the custom gradient of
+    :func:`slogdet`; forward-mode accumulators (the fwd_over_rev and fwd_over_fwd
+    Laplacians) differentiate these ops themselves, which is exact away from
+    singular matrices (the pivot order is locally constant). No tangent reaches a
+    comparison, argmax or sign (stop_gradient): nested accumulators break on them.
     """
     n = a.shape[-1]
     one = 0.0 * a[..., 0, 0] + 1.0  # (...,), no tf.shape (nested accumulators)
@@ -120,7 +153,8 @@ def _lu_slogdet(a):
     for k in range(n):
         m = n - k
         if m > 1:
-            p = tf.argmax(tf.abs(s[..., :, 0]), axis=-1, output_type=tf.int32)  # (...,)
+            p = tf.argmax(tf.abs(tf.stop_gradient(s[..., :, 0])), axis=-1,
+                          output_type=tf.int32)  # (...,)
             ep = tf.one_hot(p, m, dtype=a.dtype)  # (..., m)
             e0 = tf.one_hot(0, m, dtype=a.dtype)  # (m,)
             row_p = tf.reduce_sum(ep[..., :, None] * s, axis=-2)  # (..., m): row p
@@ -130,10 +164,10 @@ def _lu_slogdet(a):
             s = s + e0[:, None] * diff[..., None, :] - ep[..., :, None] * diff[..., None, :]
             sign = sign * tf.where(tf.equal(p, 0), one, -one)
         piv = s[..., 0, 0]
-        sign = sign * tf.sign(piv)
+        sign = sign * tf.sign(tf.stop_gradient(piv))
         logdet = logdet + tf.math.log(tf.abs(piv))
         if m > 1:
-            safe = tf.where(tf.equal(piv, 0.0), one, piv)
+            safe = tf.where(tf.equal(tf.stop_gradient(piv), 0.0), one, piv)
             s = s[..., 1:, 1:] - (s[..., 1:, 0] / safe[..., None])[..., :, None] * s[..., 0:1, 1:]
     return sign, logdet
 
@@ -188,7 +222,7 @@ def slogdet(a):
 def signed_logsumexp(sign, logs, weights=None):
     """(sign, log|sum_d w_d sign_d exp(logs_d)|) over the last axis, stably."""
     m = tf.stop_gradient(tf.reduce_max(logs, axis=-1, keepdims=True))
-    m = tf.where(tf.math.is_finite(m), m, tf.zeros_like(m))
+    m = tf.where(tf.math.is_finite(m), m, tf.constant(0.0, logs.dtype))  # all dets 0
     terms = sign * tf.exp(logs - m)
     if weights is not None:
         terms = terms * weights
