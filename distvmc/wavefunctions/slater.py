@@ -36,19 +36,28 @@ unrolled over the (static, small) block size: sign and log|det| = sum_k log|U_kk
 (stable: no product of pivots is formed). It compiles under XLA, vectorizes under
 ``tf.vectorized_map`` / pfor (the O matrix and the Hessian) and runs in graphs.
 
-Its derivative is a ``tf.custom_gradient``: d log|det| / dA = A^{-T}, with A^{-1}
-from tf.linalg.inv, whose registered gradient (-A^{-T} G A^{-T}, matmuls only) then
-gives the exact second derivatives the Laplacian needs; forward mode
-(``fwd_over_rev``) goes through the same function. The inverse is guarded: an
-exactly singular block (a zero pivot, log|det| = -inf: e.g. two same-spin
-electrons at one point) is inverted as the identity and its gradient masked to 0,
-and so is any block whose inverse overflows. tf.linalg.slogdet's own gradient
-instead calls matrix_inverse, which raises InvalidArgumentError ("not invertible")
-on CPU for such a block and would stop a run; with the guard, parameter gradients
-and O stay finite everywhere. Near (not at) a node the gradient is the exact,
-large-but-finite 1/distance; such a walker has |psi|^2 ~ 0 and is rarely sampled.
-The 1 x 1 block is handled directly (sign(a), log|a|), which is exactly
+Its reverse-mode derivative is a ``tf.custom_gradient``: d log|det| / dA = A^{-T},
+with A^{-1} from tf.linalg.inv (XLA compiles it), whose registered gradient
+(-A^{-T} G A^{-T}, matmuls only) then gives the exact second derivatives of the
+``hessian`` Laplacian (a gradient of a gradient). Forward-mode accumulators
+(``fwd_over_rev``'s outer derivative, ``fwd_over_fwd``) differentiate the LU ops
+themselves, exact away from singular matrices since the pivot order is locally
+constant. The inverse is guarded: an exactly singular block (a zero pivot,
+log|det| = -inf: e.g. two same-spin electrons at one point) is inverted as the
+identity and its gradient masked to 0, and so is any block whose inverse
+overflows. tf.linalg.slogdet's own gradient instead calls matrix_inverse, which
+raises InvalidArgumentError ("not invertible") on CPU for such a block and would
+stop a run; with the guard, parameter gradients and O stay finite everywhere.
+(The guard trusts that Eigen's pivoted LU inside the CPU MatrixInverse kernel
+finds an exactly zero pivot only when ours does, as for repeated or zero rows;
+under XLA the inverse never raises.) Near (not at) a node the gradient is the
+exact, large-but-finite 1/distance; such a walker has |psi|^2 ~ 0 and is rarely
+sampled. The 1 x 1 block is handled directly (sign(a), log|a|), exactly
 differentiable to all orders.
+
+Closed-form determinants for n <= 3 were not used: one general path serves every
+block size, and the LU path was checked against tf.linalg.slogdet to second order
+(tests/test_fermions.py).
 """
 
 from __future__ import annotations
@@ -299,9 +308,6 @@ class EnvelopeOrbitals(Module):
             c0[:, np.arange(count), np.arange(count)] = 1.0
             c0[1:] += 1e-2 * rng.standard_normal(c0[1:].shape)
             self.coefficients.append(tf.Variable(c0, dtype=dtype, name=f"coefficients_{start}"))
-        # constant index arrays to evaluate all basis functions at once
-        self._centre = np.array([b[0] for b in self.basis])
-        self._exp = np.array([b[1] for b in self.basis])
 
     def _label(self, b):
         i, e, t, c = b
@@ -316,30 +322,36 @@ class EnvelopeOrbitals(Module):
         return f"c{i} z{e} {mono or '1'}"
 
     def basis_values(self, x):
-        """chi_b(x_i): x (W, N, D) -> (W, N, B)."""
+        """chi_b(x_i): x (W, N, D) -> (W, N, B).
+
+        No tf.gather: under the Hessian's pfor, XLA constant-folds gathers of the
+        one-hot tangent seeds (slow compiles at large chunks).
+        """
         r_c = tf.constant(self.centres, dtype=x.dtype)
         diff = x[:, :, None, :] - r_c  # (W, N, K, D)
         z = tf.exp(self.log_exponents)  # (K, E)
-        zb = tf.gather_nd(z, np.stack([self._centre, self._exp], axis=1))  # (B,)
-        dcb = tf.gather(diff, self._centre, axis=2)  # (W, N, B, D)
         if self.kind == "exponential":
-            r = safe_norm(dcb)  # (W, N, B)
-            env = tf.exp(-zb * r)
-            polys = []
-            for b, (_, _, t, c) in enumerate(self.basis):
-                polys.append(1.0 + 0.0 * r[..., b] if t == "1" else
-                             r[..., b] if t == "r" else dcb[..., b, c])
+            r = safe_norm(diff)  # (W, N, K)
         else:
-            r2 = tf.reduce_sum(dcb * dcb, axis=-1)
-            env = tf.exp(-zb * r2)
-            polys = []
-            for b, (_, _, t, p) in enumerate(self.basis):
-                v = 1.0 + 0.0 * r2[..., b]
-                for k, q in enumerate(p):
+            r = tf.reduce_sum(diff * diff, axis=-1)  # r^2, (W, N, K)
+        env = {}
+        out = []
+        for i, e, t, c in self.basis:
+            if (i, e) not in env:
+                env[i, e] = tf.exp(-z[i, e] * r[..., i])  # (W, N)
+            if t == "1":
+                poly = None
+            elif t == "r":
+                poly = r[..., i]
+            elif t == "p":
+                poly = diff[..., i, c]
+            else:
+                poly = None
+                for k, q in enumerate(c):
                     for _ in range(q):
-                        v = v * dcb[..., b, k]
-                polys.append(v)
-        return tf.stack(polys, axis=-1) * env
+                        poly = diff[..., i, k] if poly is None else poly * diff[..., i, k]
+            out.append(env[i, e] if poly is None else poly * env[i, e])
+        return tf.stack(out, axis=-1)
 
     def __call__(self, x, blocks, n_det):
         chi = self.basis_values(x)
