@@ -139,6 +139,9 @@ def test_log_psi_and_its_gradients_equal_a_direct_determinant(factor, rng):
         psi = tf.reduce_sum(slater.weights * dets[0] * dets[1], axis=1)
         return tf.math.log(tf.abs(psi))
 
+    mats = slater.orbital_matrices(x)  # the API pretraining fits: one per group
+    assert slater.blocks == [(0, 2), (2, 1)]
+    assert [tuple(m.shape) for m in mats] == [(6, slater.n_det, 2, 2), (6, slater.n_det, 1, 1)]
     results = []
     for fn in (lambda x: wf(x)[1], direct):
         with tf.GradientTape(persistent=True) as tape:
@@ -220,3 +223,21 @@ def test_slater_config_for_lithium_validates_and_bosons_are_refused():
         config.load(None, ["system.particles=3", "potential.type=coulomb",
                            "wavefunction.factors=[{type: slater, hidden: [4], "
                            "pair_hidden: [4, 4, 4]}]"])
+
+
+def test_groups_of_one_electron_are_one_by_one_blocks_h2(rng):
+    cfg = config.load(None, ["system.particles=2", "potential.type=coulomb",
+                             "potential.nuclei=[[0, 0, 0], [0, 0, 1.4]]",
+                             "potential.charges=[1, 1]",
+                             "wavefunction.factors=[{type: slater, determinants: 2, "
+                             + SMALL + "}]"])
+    system = build_system(cfg)
+    slater = build_wavefunction(cfg, system).factors[0]
+    assert slater.blocks == [(0, 1), (1, 1)]
+    x = tf.constant(rng.standard_normal((5, 2, 3)))
+    mats = slater.orbital_matrices(x)
+    assert [tuple(m.shape) for m in mats] == [(5, 2, 1, 1), (5, 2, 1, 1)]
+    psi = tf.reduce_sum(slater.weights * mats[0][..., 0, 0] * mats[1][..., 0, 0], axis=1).numpy()
+    sign, log_abs = slater.signed_log(x)
+    np.testing.assert_array_equal(sign.numpy(), np.sign(psi))
+    np.testing.assert_allclose(log_abs.numpy(), np.log(np.abs(psi)), rtol=1e-12)

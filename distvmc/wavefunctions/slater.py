@@ -137,7 +137,8 @@ def _basis_size(item: dict, c: dict) -> tuple[int, str]:
         return k * e * (d + 2), f"{k} centre(s) x {e} exponent(s) x {d + 2} functions"
     e = 1 if item["exponents"] is None else len(item["exponents"])
     m = comb(item["degree"] + d, d)
-    return k * e * m, f"{k} centre(s) x {e} exponent(s) x {m} monomials of degree <= {item['degree']}"
+    return k * e * m, (f"{k} centre(s) x {e} exponent(s) x {m} monomials of degree <= "
+                       f"{item['degree']}")
 
 
 # ---------------------------------------------------------------------------
