@@ -149,9 +149,9 @@ def test_projected_wavefunction_is_phi_minus_c_psi0(rng):
     assert proj.n_parameters == phi.n_parameters + 1  # psi0 is frozen
 
 
-def test_built_in_factors_are_registered_and_not_antisymmetric():
-    assert {"mlp", "deepsets", "jastrow", "gaussian_envelope", "exp_envelope"} <= set(FACTORS)
-    assert not any(is_antisymmetric({"type": t}) for t in FACTORS)
+def test_built_in_factors_are_registered_and_only_slater_is_antisymmetric():
+    assert {"mlp", "deepsets", "jastrow", "gaussian_envelope", "exp_envelope", "slater"} <= set(FACTORS)
+    assert {t for t in FACTORS if is_antisymmetric({"type": t})} == {"slater"}
 
 
 def test_a_factor_registered_at_run_time_is_used_from_a_config(antisymmetric_factor, rng):
