@@ -125,13 +125,8 @@ class MetropolisSampler(tf.Module):
         x, logp = self.x.read_value(), self.logp.read_value()
         for m in tf.range(n_measure):
             for j in tf.range(n_chunks):
-                first = tf.cast(m * n_sweeps + j * c, tf.int64)
-                seeds = tf.random.experimental.stateless_split(
-                    tf.stack([self.key, self.counter + first]), 2)
-                noise = scale * tf.random.stateless_normal((c,) + tuple(shape), seeds[0],
-                                                           dtype=x.dtype)
-                log_u = tf.math.log(tf.random.stateless_uniform((c, shape[0], n), seeds[1],
-                                                                dtype=x.dtype))
+                z, log_u = self._draw(m * n_sweeps + j * c, c, (n,))
+                noise = scale * z
 
                 def sweep(i, x, logp, acc, noise=noise, log_u=log_u):
                     def move(p, x, logp, acc):
@@ -156,6 +151,18 @@ class MetropolisSampler(tf.Module):
         self.counter.assign_add(tf.cast(n_measure * n_sweeps, tf.int64))
         return ta.stack(), acc
 
+    def _draw(self, first, c: int, per_walker: tuple):
+        """The random numbers of the chunk of ``c`` sweeps starting at sweep counter + first:
+        standard-normal proposals (c, W, N, D) and log-uniforms (c, W, *per_walker), from
+        the stateless stream seeded by (key, counter + first). Shared by both move kinds."""
+        shape = tuple(self.x.shape)
+        seeds = tf.random.experimental.stateless_split(
+            tf.stack([self.key, self.counter + tf.cast(first, tf.int64)]), 2)
+        z = tf.random.stateless_normal((c,) + shape, seeds[0], dtype=self.x.dtype)
+        log_u = tf.math.log(tf.random.stateless_uniform((c, shape[0]) + tuple(per_walker),
+                                                        seeds[1], dtype=self.x.dtype))
+        return z, log_u
+
     @tf.function(jit_compile=True)
     def _chain_all(self, n_measure: int, n_sweeps: int):
         """n_measure blocks of n_sweeps sweeps; returns the positions after each
@@ -174,13 +181,8 @@ class MetropolisSampler(tf.Module):
         x, logp = self.x.read_value(), self.logp.read_value()
         for m in tf.range(n_measure):
             for j in tf.range(n_chunks):
-                first = tf.cast(m * n_sweeps + j * c, tf.int64)
-                seeds = tf.random.experimental.stateless_split(
-                    tf.stack([self.key, self.counter + first]), 2)
-                noise = step * tf.random.stateless_normal((c,) + tuple(shape), seeds[0],
-                                                          dtype=x.dtype)
-                log_u = tf.math.log(tf.random.stateless_uniform((c, shape[0]), seeds[1],
-                                                                dtype=x.dtype))
+                z, log_u = self._draw(m * n_sweeps + j * c, c, ())
+                noise = step * z
 
                 def sweep(i, x, logp, acc, noise=noise, log_u=log_u):
                     prop = x + noise[i]
