@@ -152,10 +152,14 @@ SCHEMA: dict[str, Any] = {
                          "shells x before y), auto (hf for coulomb, oscillator for harmonic)",
                          ["auto", "hf", "oscillator"]),
         "basis": Str("cc-pvdz", "hf: PySCF basis set name"),
-        "lr": Float(3e-3, "Adam learning rate of the orbital fit", min=0.0, open_min=True),
-        "sweeps": Int(1, "all-particle Metropolis steps on the reference density Psi_ref^2 per "
-                      "iteration (sampler.walkers walkers per rank, after sampler.thermalization "
-                      "steps; VMC then starts from these walkers)", min=1),
+        "lr": Float(1e-2, "Adam learning rate of the orbital fit", min=0.0, open_min=True),
+        "sweeps": Int(1, "all-particle Metropolis steps per iteration on the sampling density "
+                      "(see reference_fraction; sampler.walkers walkers per rank, after "
+                      "sampler.thermalization steps; VMC then starts from these walkers)", min=1),
+        "reference_fraction": Float(0.5, "the fit's samples come from the mixture f |Psi_ref|^2 + "
+                                    "(1 - f) |Psi_net|^2 with this f: 1 samples only the reference "
+                                    "(the network is then unconstrained where the reference is "
+                                    "small), 0 only the network (FermiNet's default)", min=0.0, max=1.0),
         "log_every": Int(10, "print the orbital mismatch (mean over walkers, determinants and "
                          "groups of the squared Frobenius norm of Phi_net - Phi_ref) every this "
                          "many iterations", min=1),

@@ -212,3 +212,33 @@ def test_pretraining_the_slater_factor_on_a_2d_dot():
     wf = build_wavefunction(cfg, system, 0)
     out = pretrain(wf, system, cfg, SingleProcess(), 0, quiet)
     assert out["final"] < 0.3 * out["initial"], (out["initial"], out["final"])
+
+
+def test_the_fit_samples_a_mixture_of_reference_and_network_densities():
+    """pretrain.reference_fraction f: log(f |Psi_ref|^2 + (1 - f) |Psi_net|^2), the two
+    ends being the reference alone and the network alone."""
+    from distvmc.pretrain import mixture_density
+
+    cfg = h2_config(iterations=1)
+    system = build_system(cfg)
+    target = Oscillator(build_system(validate({"system": {"species": [
+        {"count": 1, "spin": "up"}, {"count": 1, "spin": "down"}]}})), 1.0)
+    x = np.random.default_rng(3).normal(size=(7, 2, 3))
+    ref = target.log_density(x)
+    net = lambda y: -0.3 * np.sum(y ** 2, axis=(1, 2))  # noqa: E731  log|psi_net|
+    assert np.array_equal(mixture_density(target, net, 1.0)(x), ref)
+    assert np.array_equal(mixture_density(target, net, 0.0)(x), 2.0 * net(x))
+    want = np.log(0.25 * np.exp(ref) + 0.75 * np.exp(2.0 * net(x)))
+    np.testing.assert_allclose(mixture_density(target, net, 0.25)(x), want, rtol=1e-12)
+    assert system.particles == 2
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0])  # 0.5 (the default) is above
+def test_pretraining_lowers_the_mismatch_at_either_end_of_the_mixture(fraction):
+    pytest.importorskip("pyscf")
+    cfg = h2_config(iterations=60, lr=2e-2, log_every=100, reference_fraction=fraction)
+    system = build_system(cfg)
+    wf = fake_wf(cfg, system)
+    out = pretrain(wf, system, cfg, SingleProcess(), 0, quiet)
+    assert out["final"] < 0.3 * out["initial"], (out["initial"], out["final"])
+    assert np.all(np.isfinite(out["walkers"]))
