@@ -175,6 +175,15 @@ def test_two_fermions_in_a_2d_trap_have_zero_variance_energy_3(rng):
     _assert_zero_variance(wf, system, rng.standard_normal((200, 2, 2)), 3.0)
 
 
+def test_the_default_gaussian_envelope_follows_the_trap_frequency(rng):
+    # omega = 0.5: the envelope exponent defaults to m omega / (2 hbar) = 0.25, so the
+    # initial aufbau orbitals are exact again: E = hbar omega (1 + 2) = 1.5
+    system, wf = _dot("{type: slater, orbitals: envelope, degree: 1}", up=2, down=0,
+                      extra=["potential.omega=0.5", "potential.interaction=none"])
+    np.testing.assert_array_equal(system.omega, [0.5, 0.5])
+    _assert_zero_variance(wf, system, 1.4 * rng.standard_normal((200, 2, 2)), 1.5)
+
+
 def test_hydrogenic_lithium_without_repulsion_has_zero_variance_energy(rng):
     system, wf = _lithium("{type: slater, orbitals: envelope, exponents: [3.0, 1.5]}",
                           ["potential.electron_electron=false"])

@@ -38,6 +38,7 @@ def build_system(cfg: Section, config_dir: str | None = None) -> System:
     system.potential = pot.energy
     system.centres = np.zeros((1, s.dim)) if pot.centres is None else np.asarray(pot.centres)
     system.charges = pot.nuclear_charges
+    system.omega = None if pot.trap_omega is None else np.asarray(pot.trap_omega, np.float64)
     if pot.pair_coupling is not None:
         system.pair_cusp = pair_cusp(list(species), s.dim, s.hbar, pot.pair_coupling)
     _check_potential(system, p, dtype)

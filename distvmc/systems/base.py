@@ -66,6 +66,7 @@ class Potential:
     centres: np.ndarray | None = None
     nuclear_charges: np.ndarray | None = None
     pair_coupling: np.ndarray | None = None
+    trap_omega: np.ndarray | None = None  # (D,) harmonic trap frequencies, else None
 
 
 @dataclass
@@ -94,6 +95,7 @@ class System:
     particle_charges: np.ndarray | None = None  # (N,)
     spins: np.ndarray | None = None  # (N,) +1 / -1 / 0
     groups: np.ndarray | None = None  # (N,) group index
+    omega: np.ndarray | None = None  # (D,) trap frequencies of a harmonic potential, else None
 
     def __post_init__(self):
         if not self.species:  # one group of spinless bosons with the prefactor's masses

@@ -48,7 +48,8 @@ def build(p, system, dtype, config_dir=None) -> Potential:
     pairs = p.interaction == "coulomb" and p.coupling > 0
     return Potential(potential(system.masses, omega, p.interaction, p.coupling, dtype),
                      centres=np.zeros((1, d)),
-                     pair_coupling=np.full(n * (n - 1) // 2, p.coupling) if pairs else None)
+                     pair_coupling=np.full(n * (n - 1) // 2, p.coupling) if pairs else None,
+                     trap_omega=omega)
 
 
 register_potential("harmonic", FIELDS, build, check=check)
