@@ -90,14 +90,9 @@ def test_hessian_diagonal_is_not_the_row_sum_pitfall(rng):
     f = lambda x: tf.reduce_sum(x[:, :, 0] * x[:, :, 1] + x[:, :, 0] ** 2, axis=1)  # noqa: E731
     x = tf.constant(rng.standard_normal((5, 1, 2)))
     for m in METHODS:
-        # Eager fwd_over_fwd is skipped: after the slater factor's eager Laplacians in the
-        # same process (tests/test_fermions.py) it returns [2, 1] here, a TensorFlow
-        # nested-accumulator state defect not yet found (README, Fermions). The local
-        # energy never runs it eagerly; the graph form below is what runs.
-        if m != "fwd_over_fwd":
-            _, h = grad_and_diag_hessian(f, x, m)
-            np.testing.assert_allclose(h.numpy(), np.tile([2.0, 0.0], (5, 1)), atol=1e-12,
-                                       err_msg=f"eager {m}")
+        _, h = grad_and_diag_hessian(f, x, m)
+        np.testing.assert_allclose(h.numpy(), np.tile([2.0, 0.0], (5, 1)), atol=1e-12,
+                                   err_msg=f"eager {m}")
         # as the local energy runs it: a traced graph
         _, h = tf.function(lambda y, m=m: grad_and_diag_hessian(f, y, m))(x)
         np.testing.assert_allclose(h.numpy(), np.tile([2.0, 0.0], (5, 1)), atol=1e-12,
