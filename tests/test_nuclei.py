@@ -269,10 +269,11 @@ def test_recentring_leaves_the_sampled_internal_coordinates_unchanged():
 # A short deuteron VMC run (CI-sized)
 # ---------------------------------------------------------------------------
 
-# What 150 SR iterations of configs/deuteron.yaml with 1024 walkers reach (about a
-# minute on two cores): within about 0.1 MeV of the radial solve. The measured runs
-# (README, "Light nuclei") go further; this test guards the machinery, not the figure.
-SHORT_RUN_TOLERANCE = 0.15  # MeV
+# The test: a short run of configs/deuteron.yaml (150 SR iterations, 1024 walkers,
+# about a minute on two cores) is within its error bar plus 5 keV of the radial solve.
+# The pair factor starts with the exact tail exp(-kappa r) / r, so a short run is already
+# close; the measured runs (README, "Light nuclei") go to about 1 keV.
+SHORT_RUN_TOLERANCE = 0.005  # MeV
 
 
 def test_short_deuteron_run_is_variational_and_near_the_radial_solve(tmp_path):
@@ -281,7 +282,7 @@ def test_short_deuteron_run_is_variational_and_near_the_radial_solve(tmp_path):
     exact = deuteron_radial(4)
     res = distvmc.run(f"{CONFIGS}/deuteron.yaml",
                       {"optimizer.iterations": 150, "sampler.walkers": 1024,
-                       "evaluation.samples": 50000, "checkpoint.every": 0,
+                       "evaluation.samples": 100000, "checkpoint.every": 0,
                        "output.log_every": 50}, out=str(tmp_path / "d"))
     e, err = res.energy, res.energy_err
     print(f"deuteron VMC: {e:.4f} +- {err:.4f} MeV, radial solve {exact:.5f} MeV")
