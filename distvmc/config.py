@@ -160,9 +160,9 @@ SCHEMA: dict[str, Any] = {
                                     "(1 - f) |Psi_net|^2 with this f: 1 samples only the reference "
                                     "(the network is then unconstrained where the reference is "
                                     "small), 0 only the network (FermiNet's default)", min=0.0, max=1.0),
-        "log_every": Int(10, "print the orbital mismatch (mean over walkers, determinants and "
-                         "groups of the squared Frobenius norm of Phi_net - Phi_ref) every this "
-                         "many iterations", min=1),
+        "log_every": Int(10, "print the orbital mismatch (mean squared error of Phi_net - "
+                         "Phi_ref, each orbital relative to its rms value) every this many "
+                         "iterations", min=1),
     },
     "evaluation": {
         "samples": Int(200000, "samples in the final evaluation with frozen parameters, over "

@@ -3,9 +3,14 @@
 As FermiNet and DeepQMC do, the orbital matrices of the determinant factor
 (``orbital_matrices(x)``: one tensor (W, n_det, n_g, n_g) per species group,
 entry [w, d, i, k] = phi^d_k(x_i)) are fitted by least squares to the orbitals of
-a simple reference state, on samples of that state's |Psi_target|^2:
+a simple reference state (the samples are described below):
 
-    loss = mean over walkers, determinants and groups of ||Phi_net - Phi_target||_F^2
+    loss = mean over walkers, determinants, groups and matrix entries of
+           ((Phi_net - Phi_target)[w, d, i, k] / s_gk)^2
+
+with s_gk the root-mean-square value of reference orbital k of group g on the
+thermalized samples: each orbital is fitted relative to its own size (the "orbital
+mismatch" printed is this loss).
 
 ``pretrain.method``
   ``hf`` (coulomb): unrestricted Hartree-Fock by PySCF (``pip install
