@@ -32,8 +32,8 @@ import tensorflow as tf
 METHODS = ("fwd_over_fwd", "fwd_over_rev", "hessian")
 
 
-def exact_shape_jvps() -> bool:
-    """Keep TensorFlow's forward mode on exact-shape JVPs; True when that could be set.
+def exact_shape_jvps() -> None:
+    """Keep TensorFlow's eager forward mode on exact-shape JVPs (idempotent, cheap).
 
     Eager ``tf.autodiff.ForwardAccumulator`` traces each op's JVP function for the exact
     shapes it sees, but after 32 traces of one op type (``forwardprop._TRACE_COUNT_LIMIT``)
@@ -42,16 +42,13 @@ def exact_shape_jvps() -> bool:
     limit at 0, the fwd_over_fwd and fwd_over_rev local energies of a FermiNet-style Li
     wavefunction differed from the reverse-mode Hessian by up to 25 Ha, and in a long test
     process the forward methods went wrong once enough ops had been traced. Exact-shape
-    traces only cost a trace per new shape.
+    traces only cost a trace per new shape. Called by every forward-mode Laplacian, so a
+    limit lowered after import is raised again before it can matter.
     """
-    try:
-        from tensorflow.python.eager import forwardprop
-    except ImportError:  # pragma: no cover - a TensorFlow without this module
-        return False
-    if not hasattr(forwardprop, "_TRACE_COUNT_LIMIT"):
-        return False  # pragma: no cover
-    forwardprop._TRACE_COUNT_LIMIT = 2 ** 62
-    return True
+    from tensorflow.python.eager import forwardprop
+
+    if hasattr(forwardprop, "_TRACE_COUNT_LIMIT"):  # a private knob: absent, nothing to do
+        forwardprop._TRACE_COUNT_LIMIT = 2 ** 62
 
 
 def grad_and_diag_hessian(log_abs, x: tf.Tensor, method: str = "hessian"):

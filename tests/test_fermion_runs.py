@@ -10,11 +10,10 @@ exact -7.47806 by more than the error bar allows.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+from conftest import CONFIGS
+
 EXACT_LI = -7.47806
 
 

@@ -201,14 +201,14 @@ def test_hydrogenic_lithium_without_repulsion_has_zero_variance_energy(rng):
 
 
 @pytest.mark.parametrize("relaxed", [False, True])
-def test_the_three_laplacians_agree_for_ferminet_lithium(relaxed, rng):
+def test_the_three_laplacians_agree_for_ferminet_lithium(relaxed, rng, monkeypatch):
     """relaxed: TensorFlow set to switch eager forward mode to relaxed-shape JVPs at
     once, as it does after 32 traces of an op in a long process; those JVPs are wrong
     here (25 Ha off), so the Laplacian must keep exact shapes (exact_shape_jvps)."""
     if relaxed:
         from tensorflow.python.eager import forwardprop
 
-        forwardprop._TRACE_COUNT_LIMIT = 0
+        monkeypatch.setattr(forwardprop, "_TRACE_COUNT_LIMIT", 0)  # restored afterwards
     system, wf = _lithium("{type: slater, " + SMALL + ", determinants: 2}, {type: jastrow}")
     x = tf.constant(rng.standard_normal((8, 3, 3)))
     e_xla = LocalEnergy(wf, system)(x)  # the default path: hessian under XLA
