@@ -284,6 +284,10 @@ class Metropolis:
         self.logp = log_density(self.x)
 
     def run(self, sweeps: int, adapt: bool = True) -> float:
+        # The density changes between runs (the network is being fitted): a cached
+        # log density of the old parameters would compare every proposal against a
+        # stale value, and walkers whose old value was high would never move again.
+        self.logp = self.log_density(self.x)
         acc = 0
         for _ in range(sweeps):
             prop = self.x + self.step * self.rng.standard_normal(self.x.shape)

@@ -239,3 +239,22 @@ def test_pretraining_lowers_the_mismatch_at_either_end_of_the_mixture(fraction):
     out = pretrain(wf, system, cfg, SingleProcess(), 0, quiet)
     assert out["final"] < 0.3 * out["initial"], (out["initial"], out["final"])
     assert np.all(np.isfinite(out["walkers"]))
+
+
+def test_the_pretraining_chain_follows_a_density_that_changes_between_runs():
+    """The fitted network changes the sampling density after every step. A chain that
+    kept log p of the old density compared proposals against stale values: after the
+    density dropped by e^-50 where the walkers stood, none moved again (LiH pretraining
+    ran at acceptance 0.02). With the density re-read at each run, they move and sample
+    the new density."""
+    from distvmc.pretrain import Metropolis
+
+    centre = {"c": 0.0}
+    density = lambda y: -0.5 * np.sum((y - centre["c"]) ** 2, axis=(1, 2))  # noqa: E731
+    chain = Metropolis(density, np.random.default_rng(0).normal(size=(2000, 1, 1)), 1.0,
+                       np.random.default_rng(1), SingleProcess(), 0.5)
+    chain.run(20)
+    centre["c"] = 10.0  # the old walkers now sit at log p ~ -50
+    rates = [chain.run(1) for _ in range(300)]
+    assert min(rates[-50:]) > 0.2, rates[-50:]
+    assert abs(np.mean(chain.x) - 10.0) < 0.2, np.mean(chain.x)
