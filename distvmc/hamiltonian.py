@@ -22,14 +22,37 @@ methods compute the diagonal exactly and are cross-checked in the tests:
     graph (see below) and about 3x slower. Its *values* are exact, but in
     TF 2.21 an outer GradientTape over it returns wrong parameter gradients,
     so never differentiate a local energy computed this way.
+
+Two more choices compute the Laplacian itself rather than the Hessian diagonal:
+
+``forward``
+    The forward Laplacian (:mod:`distvmc.forward_laplacian`): one forward pass
+    carries each intermediate's value, Jacobian and mass-weighted Laplacian.
+    log|psi| is a sum of factors, so their gradients and Laplacians add; a
+    factor without forward rules (``slater`` for now, user plug-ins) is
+    differentiated by ``hessian`` on its own, which is logged once. XLA-compiled;
+    memory O(walkers N D width). Parameter gradients through it are exact.
+``auto``
+    Times ``hessian`` and ``forward`` on the first batch of walkers (after
+    compiling both) and keeps the faster; the choice and the timings are
+    logged. fwd_over_rev and fwd_over_fwd are not candidates: they run
+    uncompiled, several times slower.
 """
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import tensorflow as tf
 
-METHODS = ("fwd_over_fwd", "fwd_over_rev", "hessian")
+from distvmc import forward_laplacian
+
+METHODS = ("fwd_over_fwd", "fwd_over_rev", "hessian")  # Hessian-diagonal methods
+EXACT_METHODS = METHODS + ("forward",)  # what local_energy accepts
+CHOICES = EXACT_METHODS + ("auto",)  # what LocalEnergy (hamiltonian.laplacian) accepts
+AUTO_CANDIDATES = ("hessian", "forward")
+JIT_METHODS = ("hessian", "forward")  # the methods XLA compiles (see LocalEnergy)
 
 
 def exact_shape_jvps() -> None:
@@ -119,14 +142,21 @@ def local_energy(log_abs, potential, kinetic_prefactor: np.ndarray, x: tf.Tensor
     """Local energies, shape (W,), and their kinetic and potential parts.
 
     Args:
-      log_abs: (W, N, D) -> (W,) log|psi|.
+      log_abs: (W, N, D) -> (W,) log|psi|; for ``forward`` the wavefunction itself (or
+        a factor), whose factors' forward rules are used (a plain function falls back
+        to the Hessian).
       potential: (W, N, D) -> (W,) potential energy.
       kinetic_prefactor: hbar^2/(2 m_i), shape (N,).
       x: (W, N, D).
+      method: one of :data:`EXACT_METHODS`.
 
     Returns:
       (e_loc, kinetic, potential), each of shape (W,).
     """
+    if method == "forward":
+        kin = forward_laplacian.kinetic(log_abs, x, kinetic_prefactor)
+        pot = potential(x)
+        return kin + pot, kin, pot
     d = x.shape[2]
     c = tf.constant(np.repeat(np.asarray(kinetic_prefactor, dtype=np.float64), d),
                     dtype=x.dtype)  # (N*D,)
@@ -142,30 +172,68 @@ class LocalEnergy:
     ``__call__(x)`` with x of shape (W, N, D) (NumPy or tensor) returns E_L of
     shape (W,) as a NumPy array, evaluating at most ``chunk_size`` walkers at a
     time so that memory stays bounded. The compiled function is traced once
-    (the batch dimension is dynamic).
+    (the batch dimension is dynamic). ``method`` is one of :data:`CHOICES`; with
+    ``auto`` the first call times the candidates and keeps the fastest
+    (``self.method`` then names it). ``log`` receives one-line notes: the
+    factors that ``forward`` differentiates by the Hessian, the ``auto`` choice.
     """
 
     def __init__(self, wavefunction, system, method="hessian", chunk_size=16384,
-                 dtype=tf.float64):
-        if method not in METHODS:
-            raise ValueError(f"unknown Laplacian method {method!r}; choose one of {METHODS}")
+                 dtype=tf.float64, log=print):
+        if method not in CHOICES:
+            raise ValueError(f"unknown Laplacian method {method!r}; choose one of {CHOICES}")
         self.chunk_size = chunk_size
-        spec = tf.TensorSpec([None, system.particles, system.dim], dtype)
+        self.method = method
+        self.log = log
+        self._wavefunction, self._system = wavefunction, system
+        self._spec = tf.TensorSpec([None, system.particles, system.dim], dtype)
+        if method in ("forward", "auto"):
+            for name in forward_laplacian.without_rules(wavefunction):
+                log(f"laplacian forward: factor {name!r} has no forward rules, "
+                    f"using hessian for it")
+        if method == "auto":
+            self._candidates = {m: self._compile(m) for m in AUTO_CANDIDATES}
+            self._eloc = None
+        else:
+            self._eloc = self._compile(method)
 
-        # XLA speeds up the local energy several times, but only the hessian
-        # method compiles reliably with TF 2.21: with nested forward accumulators
-        # XLA recompiles for every new input, and fwd_over_rev fails to compile
-        # through tf.concat (no gradient for XlaDynamicUpdateSlice). Those two
-        # run as plain graphs.
-        @tf.function(input_signature=[spec], jit_compile=method == "hessian")
+    def _compile(self, method):
+        """The tf.function of E_L (W,) for one exact method."""
+        wf, system = self._wavefunction, self._system
+        target = wf if method == "forward" else wf.log_abs
+
+        # XLA speeds up the local energy several times, but only the hessian and
+        # forward methods compile reliably with TF 2.21: with nested forward
+        # accumulators XLA recompiles for every new input, and fwd_over_rev fails
+        # to compile through tf.concat (no gradient for XlaDynamicUpdateSlice).
+        # Those two run as plain graphs.
+        @tf.function(input_signature=[self._spec], jit_compile=method in JIT_METHODS)
         def _eloc(x):
-            return local_energy(wavefunction.log_abs, system.potential,
-                                system.kinetic_prefactor, x, method)[0]
+            return local_energy(target, system.potential, system.kinetic_prefactor, x, method)[0]
 
-        self._eloc = _eloc
+        return _eloc
+
+    def _choose(self, x, repeat: int = 2) -> None:
+        """``auto``: time each candidate on x after compiling it; keep the fastest."""
+        times = {}
+        for m, f in self._candidates.items():
+            f(x).numpy()  # trace and compile
+            ts = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                f(x).numpy()
+                ts.append(time.perf_counter() - t0)
+            times[m] = min(ts)
+        self.method = min(times, key=times.get)
+        self._eloc = self._candidates[self.method]
+        self._candidates = None
+        self.log(f"laplacian auto: {self.method} (" + ", ".join(
+            f"{m} {t * 1e3:.1f} ms" for m, t in times.items()) + f" per {int(x.shape[0])} walkers)")
 
     def __call__(self, x) -> np.ndarray:
         x = tf.convert_to_tensor(x)
+        if self._eloc is None:
+            self._choose(x[:self.chunk_size])
         w = int(x.shape[0])
         if w <= self.chunk_size:
             return self._eloc(x).numpy()

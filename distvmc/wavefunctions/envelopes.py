@@ -50,6 +50,13 @@ class GaussianEnvelope(Factor):
         d = x - self.centre
         return None, -tf.exp(self.log_alpha) * tf.reduce_sum(d * d, axis=[1, 2])
 
+    def forward_laplacian(self, x):
+        """log psi as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,)."""
+        from distvmc import forward_laplacian as fl
+
+        d2 = fl.square(fl.shift(x, -self.centre))
+        return fl.scale(fl.reduce_sum(fl.reduce_sum(d2, axis=-1), axis=-1), -tf.exp(self.log_alpha))
+
 
 @register_factor("exp_envelope", EXP_FIELDS, check=_check_exp)
 class ExpEnvelope(Factor):
@@ -75,3 +82,13 @@ class ExpEnvelope(Factor):
         if len(self.centres) == 1:
             return None, -tf.reduce_sum(a[0] * r[..., 0], axis=1)
         return None, tf.reduce_sum(tf.reduce_logsumexp(-a * r, axis=-1), axis=1)
+
+    def forward_laplacian(self, x):
+        """log psi as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,)."""
+        from distvmc import forward_laplacian as fl
+
+        r = fl.centre_distances(x, self.centres)  # (W, N, K)
+        a = tf.exp(self.log_decay)
+        if len(self.centres) == 1:
+            return fl.scale(fl.reduce_sum(fl.linear(r, lambda t: t[..., 0]), axis=-1), -a[0])
+        return fl.reduce_sum(fl.logsumexp(fl.scale(r, -a), axis=-1), axis=-1)

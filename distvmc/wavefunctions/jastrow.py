@@ -49,3 +49,16 @@ class PadeJastrow(Factor):
         """x: (W, N, D) -> (None, (W,))."""
         r = pair_distances(x)  # (W, P)
         return None, tf.reduce_sum(self.a * r / (1.0 + tf.exp(self.log_b) * r), axis=1)
+
+    def forward_laplacian(self, x):
+        """log J as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,).
+
+        u(r) = a r / (1 + b r): u' = a q^2, u'' = -2 a b q^3 with q = 1 / (1 + b r)."""
+        from distvmc import forward_laplacian as fl
+
+        r = fl.pair_distances(x)  # (W, P)
+        b = tf.exp(self.log_b)
+        q = 1.0 / (1.0 + b * r.value)
+        u = fl.elementwise(r, self.a * r.value / (1.0 + b * r.value), self.a * q * q,
+                           -2.0 * self.a * b * q * q * q)
+        return fl.reduce_sum(u, axis=-1)

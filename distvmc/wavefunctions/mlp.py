@@ -67,6 +67,12 @@ class Dense(Module):
     def __call__(self, x):
         return tf.matmul(x, self.w) + self.b
 
+    def forward_laplacian(self, h):
+        """The layer on a :class:`~distvmc.forward_laplacian.FwdLap` (last axis n_in -> n_out)."""
+        from distvmc import forward_laplacian as fl
+
+        return fl.dense(h, self.w, self.b)
+
 
 class Stack(Module):
     """Dense layers with a nonlinearity between them (none after the last)."""
@@ -78,11 +84,20 @@ class Stack(Module):
                              output_scale if k == n - 1 else 1.0, name=f"dense{k}")
                        for k in range(n)]
         self.act = activation(act)
+        self.act_name = act
 
     def __call__(self, h):
         for layer in self.layers[:-1]:
             h = self.act(layer(h))
         return self.layers[-1](h)
+
+    def forward_laplacian(self, h):
+        """The stack on a :class:`~distvmc.forward_laplacian.FwdLap`, value (W, ..., sizes[0])."""
+        from distvmc import forward_laplacian as fl
+
+        for layer in self.layers[:-1]:
+            h = fl.activation(layer.forward_laplacian(h), self.act_name)
+        return self.layers[-1].forward_laplacian(h)
 
 
 def _check_mlp(item: dict, c: dict, key: str) -> None:
@@ -116,6 +131,20 @@ class MLP(Factor):
                       else [tuple(range(n))])
         self.net = Stack([n_in, *cfg.hidden, 1], cfg.activation, rng, dtype, cfg.init,
                          cfg.output_scale, name="net")
+        self._columns = np.array([self._feature_columns(p, n, d) for p in self.perms])
+
+    def _feature_columns(self, perm, n, d) -> np.ndarray:
+        """Column c of features(x permuted by perm) is column out[c] of features(x).
+
+        tf.gather(x, perm, axis=1) puts particle perm[i] at i: its coordinates,
+        centre distances and pair distances are those of x, reordered."""
+        if self.inputs == "coords":
+            return np.array([perm[i] * d + e for i in range(n) for e in range(d)])
+        k = len(self.centres)
+        cols = [perm[i] * k + c for i in range(n) for c in range(k)]
+        pair = {ij: n * k + q for q, ij in enumerate(zip(*np.triu_indices(n, k=1)))}
+        cols += [pair[tuple(sorted((perm[i], perm[j])))] for i, j in zip(*np.triu_indices(n, k=1))]
+        return np.array(cols)
 
     def _features(self, x):
         n, d = x.shape[1], x.shape[2]
@@ -139,6 +168,35 @@ class MLP(Factor):
         """x: (W, N, D) -> (None, log psi (W,))."""
         return None, self.network(x)
 
+    def _features_forward(self, x):
+        from distvmc import forward_laplacian as fl
+
+        n, d = x.value.shape[1], x.value.shape[2]
+        if self.inputs == "coords":
+            return fl.reshape(x, [n * d])
+        parts = [fl.reshape(fl.centre_distances(x, self.centres), [n * len(self.centres)])]
+        if n > 1:
+            parts.append(fl.pair_distances(x))
+        return fl.concat(parts, axis=-1)
+
+    def network_forward(self, x):
+        """:meth:`network` on a FwdLap of the coordinates: value (W, N, D) -> (W,).
+
+        The permutations permute the features' columns (:meth:`_feature_columns`), so
+        the features and their derivatives are computed once."""
+        from distvmc import forward_laplacian as fl
+
+        h = self._features_forward(x)  # (W, F)
+        if len(self.perms) == 1:
+            return fl.linear(self.net.forward_laplacian(h), lambda a: a[..., 0])
+        h = fl.linear(h, lambda a: tf.gather(a, self._columns, axis=-1))  # (W, n_perm, F)
+        out = fl.linear(self.net.forward_laplacian(h), lambda a: a[..., 0])  # (W, n_perm)
+        return fl.reduce_sum(out, axis=-1)
+
+    def forward_laplacian(self, x):
+        """log psi as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,)."""
+        return self.network_forward(x)
+
 
 class DeepSets(Factor):
     """Permutation-invariant log psi = rho(sum_i phi(x_i)) for identical bosons."""
@@ -150,6 +208,7 @@ class DeepSets(Factor):
         self.rho = Stack([cfg.phi[-1], *cfg.rho, 1], cfg.activation, rng, dtype, cfg.init,
                          cfg.output_scale, name="rho")
         self.act = activation(cfg.activation)
+        self.act_name = cfg.activation
 
     def signed_log(self, x):
         """x: (W, N, D) -> (None, log psi (W,))."""
@@ -157,6 +216,16 @@ class DeepSets(Factor):
         h = self.act(self.phi(tf.reshape(x, [-1, d])))
         pooled = tf.reduce_sum(tf.reshape(h, [-1, n, h.shape[-1]]), axis=1)
         return None, self.rho(pooled)[:, 0]
+
+    def forward_laplacian(self, x):
+        """log psi as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,).
+
+        phi acts on the last axis of (W, N, D), the same as on the (W N, D) rows."""
+        from distvmc import forward_laplacian as fl
+
+        h = fl.activation(self.phi.forward_laplacian(x), self.act_name)  # (W, N, latent)
+        out = self.rho.forward_laplacian(fl.reduce_sum(h, axis=-2))  # (W, 1)
+        return fl.linear(out, lambda a: a[..., 0])
 
 
 register_factor("mlp", MLP_FIELDS, build_mlp, check=_check_mlp,

@@ -46,6 +46,13 @@ def pair_r2(x):
     return tf.reduce_sum(d * d, axis=-1)
 
 
+def relative_forward(x):
+    """:func:`relative` on a FwdLap of the coordinates (a linear map)."""
+    from distvmc import forward_laplacian as fl
+
+    return fl.linear(x, lambda a: a - tf.reduce_mean(a, axis=-2, keepdims=True))
+
+
 DEEPSETS_CM_FIELDS = {
     "phi": IntList([16, 16], "per-nucleon network widths on x_i - x_cm (last: latent size)"),
     "rho": IntList([16, 16], "hidden widths of the network on the summed latent vector"),
@@ -84,6 +91,9 @@ class DeepSetsCM(DeepSets):
     def signed_log(self, x):
         return super().signed_log(relative(x))
 
+    def forward_laplacian(self, x):
+        return super().forward_laplacian(relative_forward(x))
+
 
 class PairNet(Factor):
     """log psi = sum_{i<j} [f(r^2, s, g) - kappa s - gamma log s], s = sqrt(r^2 + c^2), g = exp(-r^2/b^2)."""
@@ -110,6 +120,18 @@ class PairNet(Factor):
         f = tf.reshape(self.net(feats)[:, 0], [-1, p])
         return None, tf.reduce_sum(f - tf.exp(self.log_kappa) * s - self.gamma * tf.math.log(s), axis=1)
 
+    def forward_laplacian(self, x):
+        """log psi as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,)."""
+        from distvmc import forward_laplacian as fl
+
+        r2 = fl.reduce_sum(fl.square(fl.pair_differences(x)), axis=-1)  # (W, P)
+        s = fl.sqrt(fl.shift(r2, self.c2))
+        g = fl.exp(fl.scale(r2, -self.inv_b2))
+        f = fl.linear(self.net.forward_laplacian(fl.stack([r2, s, g], axis=-1)), lambda a: a[..., 0])
+        per_pair = fl.sub(fl.sub(f, fl.scale(s, tf.exp(self.log_kappa))),
+                          fl.scale(fl.log(s), self.gamma))
+        return fl.reduce_sum(per_pair, axis=-1)
+
 
 class CMGaussian(Factor):
     """log psi = -beta sum_i |x_i - x_cm|^2; x: (W, N, D) -> (None, (W,))."""
@@ -125,6 +147,13 @@ class CMGaussian(Factor):
     def signed_log(self, x):
         d = relative(x)
         return None, -tf.exp(self.log_beta) * tf.reduce_sum(d * d, axis=[1, 2])
+
+    def forward_laplacian(self, x):
+        """log psi as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,)."""
+        from distvmc import forward_laplacian as fl
+
+        d2 = fl.square(relative_forward(x))
+        return fl.scale(fl.reduce_sum(fl.reduce_sum(d2, axis=-1), axis=-1), -tf.exp(self.log_beta))
 
 
 FACTORS.register("deepsets_cm", DEEPSETS_CM_FIELDS, DeepSetsCM, translation_invariant=True,

@@ -59,6 +59,26 @@ class ProjectedWavefunction(Wavefunction):
         """x: (W, N, D) -> (W,)."""
         return self(x)[1]
 
+    def forward_parts(self) -> list:
+        """The wavefunctions combined here (for the forward Laplacian's fallback notes)."""
+        return [self.trial, *self._lower]
+
+    def forward_laplacian(self, x):
+        """log|psi| as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,).
+
+        Each part's log|psi_j| by its own rules, psi e^{-m} by the exp and product
+        rules (m is constant, as in :meth:`_value`), then log|.|."""
+        from distvmc import forward_laplacian as fl
+
+        parts = [self.trial, *self._lower]
+        logs = [fl.log_abs_of(w, x) for w in parts]
+        signs = [w.sign(x.value) for w in parts]
+        m = tf.stop_gradient(tf.reduce_max(tf.stack([u.value for u in logs]), axis=0))
+        val = fl.scale(fl.exp(fl.shift(logs[0], -m)), signs[0])
+        for j, (s, u) in enumerate(zip(signs[1:], logs[1:])):
+            val = fl.sub(val, fl.scale(fl.exp(fl.shift(u, -m)), self.c[j] * s))
+        return fl.shift(fl.log_abs(val), m)
+
     def sign(self, x):
         """x: (W, N, D) -> (W,)."""
         return self(x)[0]

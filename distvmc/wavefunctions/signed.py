@@ -45,6 +45,14 @@ class SignedMLP(MLP):
         # nested forward accumulators (the fwd_over_fwd Laplacian) in TF 2.21
         return tf.sign(tf.stop_gradient(f)), tf.math.log(tf.abs(f))
 
+    def forward_laplacian(self, x):
+        """log|f| as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,).
+
+        grad log|f| = grad f / f, Laplacian log|f| = (Laplacian f) / f - |grad f / f|^2."""
+        from distvmc import forward_laplacian as fl
+
+        return fl.log_abs(fl.shift(self.network_forward(x), 1.0))
+
     def sign(self, x):
         """x: (W, N, D) -> (W,) in {-1, 0, +1}."""
         return self.signed_log(x)[0]
