@@ -108,9 +108,13 @@ SCHEMA: dict[str, Any] = {
                            [None, True, False]),
     },
     "hamiltonian": {
-        "laplacian": Choice("hessian", "exact Laplacian method (all three agree; "
-                            "hessian is XLA-compiled and fastest here)",
-                            ["hessian", "fwd_over_rev", "fwd_over_fwd"]),
+        "laplacian": Choice("hessian", "exact Laplacian method (all agree): hessian (full "
+                            "Hessian per walker, XLA), forward (value, gradient and Laplacian "
+                            "in one forward pass, XLA; factors without forward rules, e.g. "
+                            "slater, use hessian, which is logged), auto (times hessian and "
+                            "forward on the first walkers, keeps the faster and logs it), "
+                            "fwd_over_rev and fwd_over_fwd (uncompiled, slower)",
+                            ["hessian", "forward", "auto", "fwd_over_rev", "fwd_over_fwd"]),
         "chunk_size": Int(16384, "walkers per local-energy / Jacobian batch (bounds memory)", min=1),
     },
     "optimizer": {
