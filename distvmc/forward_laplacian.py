@@ -43,7 +43,9 @@ of d^2 over the last axis: the square, sum and sqrt rules in turn.
 
 The cost of a dense layer is about K + 2 times its forward pass, and the memory
 per walker O(K * width) instead of the Hessian's O(K^2): no (ND)^2 tensor is
-formed. Factors opt in with ``forward_laplacian(x: FwdLap) -> FwdLap`` (x the
+formed. A network of one particle or one pair (DeepSets' phi, pair_net, the
+Jastrow) depends on D coordinates only: :func:`per_item` runs it with D tangents
+and expands its Jacobian to the N*D directions once, after the network. Factors opt in with ``forward_laplacian(x: FwdLap) -> FwdLap`` (x the
 seeded coordinates (W, N, D), the result log|factor| of shape (W,));
 :func:`log_abs` sums the factors of a wavefunction and differentiates a factor
 without rules by the reverse-mode Hessian (:func:`hessian_fallback`).
@@ -304,6 +306,65 @@ def centre_distances(x: FwdLap, centres: np.ndarray) -> FwdLap:
     r = tf.constant(centres, dtype=x.value.dtype)  # (K, D)
     k = r.shape[0]
     return norm(shift(linear(x, lambda a: tf.repeat(tf.expand_dims(a, -2), k, axis=-2)), -r))
+
+
+# -- sub-networks of one particle or one pair -------------------------------------------------
+
+def per_item(x: FwdLap, mix: np.ndarray, fn, pool: bool = False) -> FwdLap:
+    """``fn`` applied item by item to y_i = sum_n mix[n, i] x_n, each item's derivatives
+    carried in its own D directions (the sparsity of per-particle and per-pair networks).
+
+    A function F of y_i alone (a particle's DeepSets phi, a pair's network of x_i - x_j)
+    has the global derivatives dF/dx_ne = mix[n, i] dF/dy_e and
+    d2F/dx_ne^2 = mix[n, i]^2 d2F/dy_e^2, so fn runs with D tangents instead of N*D,
+    seeded with sqrt(w_ie), w_ie = sum_n a_ne^2 mix[n, i]^2 (a the seed's weights): its
+    Laplacian is then already the global one, and its Jacobian is expanded to the N*D
+    directions once, at the end (summed over items with ``pool``). This is the
+    N-fold saving of LapNet's sparse Jacobians.
+
+    Args:
+      x: the seeded coordinates (:func:`coordinates`), value (W, N, D).
+      mix: (N, I), e.g. the identity (particles), e_i - e_j per pair, or the centring
+        matrix delta_ni - 1/N (x_i - x_cm).
+      fn: FwdLap value (W, I, D) -> FwdLap value (W, I, *S), acting on each item (axis 1)
+        separately.
+      pool: return the sum over items.
+
+    Returns:
+      value (W, I, *S), or (W, *S) with ``pool``.
+    """
+    assert x.lap is None and x.jac.shape[0] == 1, "per_item differentiates the coordinates"
+    n, d = x.value.shape[1], x.value.shape[2]
+    dtype = x.value.dtype
+    a = tf.reshape(tf.linalg.diag_part(tf.reshape(x.jac, [n * d, n * d])), [n, d])  # (N, D)
+    m = tf.constant(mix, dtype)  # (N, I)
+    items = m.shape[1]
+    sw = tf.sqrt(tf.einsum("nd,ni->id", a * a, m * m))  # (I, D)
+    seed = tf.einsum("ie,ed->eid", sw, tf.eye(d, dtype=dtype))[None]  # (1, D, I, D)
+    out = fn(FwdLap(tf.einsum("wnd,ni->wid", x.value, m), seed, None))
+    shape = out.value.shape[2:]
+    f = int(np.prod(shape)) if shape else 1
+    safe = tf.where(sw > 0, sw, tf.ones_like(sw))
+    coef = tf.where(sw > 0, 1.0 / safe, tf.zeros_like(sw))  # (I, D)
+    coef = a[:, :, None] * m[:, None, :] * tf.transpose(coef)[None]  # (N, D, I)
+    jac = tf.reshape(out.jac, [-1, d, items, f])
+    if pool:
+        jac = tf.einsum("nei,weif->wnef", coef, jac)
+        lap = None if out.lap is None else tf.reduce_sum(out.lap, axis=1)
+        return FwdLap(tf.reduce_sum(out.value, axis=1), tf.reshape(jac, [-1, n * d, *shape]), lap)
+    jac = tf.einsum("nei,weif->wneif", coef, jac)
+    return FwdLap(out.value, tf.reshape(jac, [-1, n * d, items, *shape]), out.lap)
+
+
+def pair_mix(n: int) -> np.ndarray:
+    """(N, N(N-1)/2): column p is e_i - e_j for pair p = (i, j), i < j."""
+    from distvmc.systems.pairs import pair_indices
+
+    i, j = pair_indices(n)
+    m = np.zeros((n, len(i)))
+    m[i, np.arange(len(i))] = 1.0
+    m[j, np.arange(len(i))] = -1.0
+    return m
 
 
 # -- wavefunctions ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ methods compute the diagonal exactly and are cross-checked in the tests:
 
 ``hessian`` (default)
     The full per-walker Hessian by ``batch_jacobian`` of the gradient, then
-    its diagonal. XLA-compiled; the fastest here (benchmarks/helium_sr.py)
+    its diagonal. XLA-compiled; the fastest of these three (benchmarks/helium_sr.py)
     for the small N*D of atoms and traps; memory O(walkers (N D)^2).
 ``fwd_over_rev``
     For each k, a forward-mode derivative (tangent e_k) of the reverse-mode
@@ -32,6 +32,9 @@ Two more choices compute the Laplacian itself rather than the Hessian diagonal:
     factor without forward rules (``slater`` for now, user plug-ins) is
     differentiated by ``hessian`` on its own, which is logged once. XLA-compiled;
     memory O(walkers N D width). Parameter gradients through it are exact.
+    About 3.5x the local energies per second of ``hessian`` for the helium
+    MLP and the alpha ansatz (benchmarks/laplacian.py); no faster where a
+    slater factor falls back.
 ``auto``
     Times ``hessian`` and ``forward`` on the first batch of walkers (after
     compiling both) and keeps the faster; the choice and the timings are

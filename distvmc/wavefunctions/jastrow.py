@@ -56,9 +56,12 @@ class PadeJastrow(Factor):
         u(r) = a r / (1 + b r): u' = a q^2, u'' = -2 a b q^3 with q = 1 / (1 + b r)."""
         from distvmc import forward_laplacian as fl
 
-        r = fl.pair_distances(x)  # (W, P)
         b = tf.exp(self.log_b)
-        q = 1.0 / (1.0 + b * r.value)
-        u = fl.elementwise(r, self.a * r.value / (1.0 + b * r.value), self.a * q * q,
-                           -2.0 * self.a * b * q * q * q)
-        return fl.reduce_sum(u, axis=-1)
+
+        def per_pair(y):  # y = x_i - x_j: (W, P, D) -> (W, P)
+            r = fl.norm(y)
+            q = 1.0 / (1.0 + b * r.value)
+            return fl.elementwise(r, self.a * r.value / (1.0 + b * r.value), self.a * q * q,
+                                  -2.0 * self.a * b * q * q * q)
+
+        return fl.per_item(x, fl.pair_mix(x.value.shape[1]), per_pair, pool=True)

@@ -218,13 +218,20 @@ class DeepSets(Factor):
         return None, self.rho(pooled)[:, 0]
 
     def forward_laplacian(self, x):
-        """log psi as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,).
+        """log psi as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,)."""
+        return self.pooled_forward(x, np.eye(x.value.shape[1]))
 
-        phi acts on the last axis of (W, N, D), the same as on the (W N, D) rows."""
+    def pooled_forward(self, x, mix):
+        """rho(sum_i phi(y_i)) with y_i = sum_n mix[n, i] x_n, as a FwdLap (W,).
+
+        phi runs per particle with D tangents (forward_laplacian.per_item), acting on
+        the last axis of (W, N, D), the same as on the (W N, D) rows."""
         from distvmc import forward_laplacian as fl
 
-        h = fl.activation(self.phi.forward_laplacian(x), self.act_name)  # (W, N, latent)
-        out = self.rho.forward_laplacian(fl.reduce_sum(h, axis=-2))  # (W, 1)
+        def phi(y):  # (W, N, D) -> (W, N, latent)
+            return fl.activation(self.phi.forward_laplacian(y), self.act_name)
+
+        out = self.rho.forward_laplacian(fl.per_item(x, mix, phi, pool=True))  # (W, 1)
         return fl.linear(out, lambda a: a[..., 0])
 
 

@@ -92,7 +92,9 @@ class DeepSetsCM(DeepSets):
         return super().signed_log(relative(x))
 
     def forward_laplacian(self, x):
-        return super().forward_laplacian(relative_forward(x))
+        """log psi as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,)."""
+        n = x.value.shape[1]
+        return self.pooled_forward(x, np.eye(n) - 1.0 / n)  # x_i - x_cm
 
 
 class PairNet(Factor):
@@ -124,13 +126,16 @@ class PairNet(Factor):
         """log psi as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,)."""
         from distvmc import forward_laplacian as fl
 
-        r2 = fl.reduce_sum(fl.square(fl.pair_differences(x)), axis=-1)  # (W, P)
-        s = fl.sqrt(fl.shift(r2, self.c2))
-        g = fl.exp(fl.scale(r2, -self.inv_b2))
-        f = fl.linear(self.net.forward_laplacian(fl.stack([r2, s, g], axis=-1)), lambda a: a[..., 0])
-        per_pair = fl.sub(fl.sub(f, fl.scale(s, tf.exp(self.log_kappa))),
+        def per_pair(y):  # y = x_i - x_j: (W, P, D) -> (W, P)
+            r2 = fl.reduce_sum(fl.square(y), axis=-1)
+            s = fl.sqrt(fl.shift(r2, self.c2))
+            g = fl.exp(fl.scale(r2, -self.inv_b2))
+            f = fl.linear(self.net.forward_laplacian(fl.stack([r2, s, g], axis=-1)),
+                          lambda a: a[..., 0])
+            return fl.sub(fl.sub(f, fl.scale(s, tf.exp(self.log_kappa))),
                           fl.scale(fl.log(s), self.gamma))
-        return fl.reduce_sum(per_pair, axis=-1)
+
+        return fl.per_item(x, fl.pair_mix(x.value.shape[1]), per_pair, pool=True)
 
 
 class CMGaussian(Factor):
