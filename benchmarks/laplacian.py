@@ -18,7 +18,8 @@ method ran (the kernel's peak is reset before each method through
 /proc/self/clear_refs; where that is not allowed it is the process's running peak).
 The machine is shared: compare the methods within one run, not across runs.
 
-    python benchmarks/laplacian.py [--walkers 4096] [--dot-walkers 256] [--repeat 3] [--systems helium,alpha,dot12]
+    python benchmarks/laplacian.py [--walkers 4096] [--dot-walkers 256] [--repeat 3]
+                                   [--systems helium,alpha,dot12]
 
 The last line of output is a JSON list of {"system", "method", "coordinates",
 "local_energies_per_s", "peak_rss_mb"}.

@@ -45,10 +45,12 @@ The cost of a dense layer is about K + 2 times its forward pass, and the memory
 per walker O(K * width) instead of the Hessian's O(K^2): no (ND)^2 tensor is
 formed. A network of one particle or one pair (DeepSets' phi, pair_net, the
 Jastrow) depends on D coordinates only: :func:`per_item` runs it with D tangents
-and expands its Jacobian to the N*D directions once, after the network. Factors opt in with ``forward_laplacian(x: FwdLap) -> FwdLap`` (x the
-seeded coordinates (W, N, D), the result log|factor| of shape (W,));
-:func:`log_abs` sums the factors of a wavefunction and differentiates a factor
-without rules by the reverse-mode Hessian (:func:`hessian_fallback`).
+and expands its Jacobian to the N*D directions once, after the network.
+
+Factors opt in with ``forward_laplacian(x: FwdLap) -> FwdLap`` (x the seeded
+coordinates (W, N, D), the result log|factor| of shape (W,)); :func:`log_abs_of`
+sums the factors of a wavefunction and differentiates a factor without rules by
+the reverse-mode Hessian (:func:`hessian_fallback`).
 """
 
 from __future__ import annotations

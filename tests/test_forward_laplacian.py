@@ -138,6 +138,34 @@ def test_each_factor_equals_hessian_and_finite_differences(name, rng):
     np.testing.assert_allclose(lap / scale, lap_fd / scale, rtol=0, atol=1e-5)
 
 
+class Toy:
+    """log f = sum_i [sqrt(1 + |x_i|^2) e^{-x_i1} / (2 + x_i0^2) + log(3 + x_i2)]: products,
+    reciprocals, sqrt, exp and log."""
+
+    name = "toy"
+
+    def log_abs(self, x):
+        q = tf.sqrt(1.0 + tf.reduce_sum(x * x, axis=-1)) * tf.exp(-x[..., 1])
+        return tf.reduce_sum(q / (2.0 + x[..., 0] ** 2) + tf.math.log(3.0 + x[..., 2]), axis=1)
+
+    def forward_laplacian(self, x):
+        r = fl.sqrt(fl.shift(fl.reduce_sum(fl.square(x), axis=-1), 1.0))
+        x0, x1, x2 = (fl.linear(x, lambda a, k=k: a[..., k]) for k in range(3))
+        q = fl.multiply(r, fl.exp(fl.scale(x1, -1.0)))
+        q = fl.multiply(q, fl.reciprocal(fl.shift(fl.square(x0), 2.0)))
+        return fl.reduce_sum(fl.add(q, fl.log(fl.shift(x2, 3.0))), axis=-1)
+
+
+def test_product_reciprocal_sqrt_exp_log_rules(rng):
+    wf = Wavefunction([Toy()], (3, 3))
+    x = rng.uniform(-1.0, 1.0, (5, 3, 3))
+    a = rng.uniform(0.5, 1.5, 9)
+    g, lap = _forward(wf, x, a)
+    g_h, lap_h = _hessian(wf, x, a)
+    np.testing.assert_allclose(g, g_h, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(lap, lap_h, rtol=1e-12, atol=1e-12)
+
+
 class Plugin:
     """A legacy plug-in factor: only log_abs (no forward rules), one variable."""
 
@@ -179,10 +207,19 @@ def test_bundled_ansatz_local_energy_equals_hessian_compiled(name, rng):
     assert "HloModule" in fwd._eloc.experimental_get_compiler_ir(tf.constant(x))(stage="hlo")
 
 
-def test_parameter_gradients_through_forward_equal_hessian(rng):
-    system, wf = _build(f"{CONFIGS}/alpha.yaml", ["wavefunction.factors=[{type: deepsets_cm, "
-                                                  "phi: [6, 4], rho: [4]}, {type: pair_net, "
-                                                  "hidden: [5]}, {type: cm_gaussian}]"], jitter=0.1)
+SMALL = {
+    "nucleus": ("alpha.yaml", ["wavefunction.factors=[{type: deepsets_cm, phi: [6, 4], rho: [4]}, "
+                               "{type: pair_net, hidden: [5]}, {type: cm_gaussian}]"]),
+    "atom": ("helium.yaml", ["wavefunction.factors=[{type: exp_envelope}, {type: jastrow, "
+                             "cusp: 0.3}, {type: mlp, hidden: [6], inputs: distances, symmetrize: "
+                             "true}, {type: mlp, hidden: [5], activation: silu, signed: true}]"]),
+}
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_parameter_gradients_through_forward_equal_hessian(name, rng):
+    path, overrides = SMALL[name]
+    system, wf = _build(f"{CONFIGS}/{path}", overrides, jitter=0.1)
     x = tf.constant(system.initial_walkers(rng, 8, 1.0))
     grads = {}
     for method, target in [("forward", wf), ("hessian", wf.log_abs)]:
@@ -223,3 +260,7 @@ def test_projected_excited_state_equals_hessian(rng):
     g_h, lap_h = _hessian(wf, x, a)
     np.testing.assert_allclose(g, g_h, rtol=1e-10, atol=1e-10 * np.abs(g_h).max())
     np.testing.assert_allclose(lap, lap_h, rtol=1e-10, atol=1e-10 * np.abs(lap_h).max())
+    notes = []
+    e = LocalEnergy(wf, system, "forward", log=notes.append)(x)  # XLA
+    np.testing.assert_allclose(e, LocalEnergy(wf, system, "hessian")(x), rtol=1e-10)
+    assert notes == []
