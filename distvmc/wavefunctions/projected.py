@@ -66,8 +66,8 @@ class ProjectedWavefunction(Wavefunction):
     def forward_laplacian(self, x):
         """log|psi| as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,).
 
-        Each part's log|psi_j| by its own rules, psi e^{-m} by the exp and product
-        rules (m is constant, as in :meth:`_value`), then log|.|."""
+        Each part's log|psi_j| by its own rules, psi e^{-m} as a linear combination of
+        exp(log|psi_j| - m) (m held constant, as in :meth:`_value`), then log|.|."""
         from distvmc import forward_laplacian as fl
 
         parts = [self.trial, *self._lower]
