@@ -179,15 +179,21 @@ class LocalEnergy:
     ``auto`` the first call times the candidates and keeps the fastest
     (``self.method`` then names it). ``log`` receives one-line notes: the
     factors that ``forward`` differentiates by the Hessian, the ``auto`` choice.
+    ``agree`` (e.g. a communicator's ``bcast_object``) maps this process's ``auto``
+    choice to the one every rank uses; it is called once, collectively, at the first
+    call. Timings vary between runs, and the two methods differ in the last digits,
+    so a run with ``auto`` is not bitwise reproducible (nor is its resume): name the
+    method for that.
     """
 
     def __init__(self, wavefunction, system, method="hessian", chunk_size=16384,
-                 dtype=tf.float64, log=print):
+                 dtype=tf.float64, log=print, agree=None):
         if method not in CHOICES:
             raise ValueError(f"unknown Laplacian method {method!r}; choose one of {CHOICES}")
         self.chunk_size = chunk_size
         self.method = method
         self.log = log
+        self.agree = agree
         self._wavefunction, self._system = wavefunction, system
         self._spec = tf.TensorSpec([None, system.particles, system.dim], dtype)
         if method in ("forward", "auto"):
@@ -228,6 +234,8 @@ class LocalEnergy:
                 ts.append(time.perf_counter() - t0)
             times[m] = min(ts)
         self.method = min(times, key=times.get)
+        if self.agree is not None:  # every rank takes rank 0's choice
+            self.method = self.agree(self.method)
         self._eloc = self._candidates[self.method]
         self._candidates = None
         self.log(f"laplacian auto: {self.method} (" + ", ".join(

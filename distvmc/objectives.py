@@ -120,7 +120,8 @@ class MonteCarloEnergy:
         self.log = log
         self.dtype = tf.float64 if cfg.precision == "float64" else tf.float32
         h, s = cfg.hamiltonian, cfg.sampler
-        self.local_energy = LocalEnergy(wf, system, h.laplacian, h.chunk_size, self.dtype, log=log)
+        self.local_energy = LocalEnergy(wf, system, h.laplacian, h.chunk_size, self.dtype, log=log,
+                                        agree=comm.bcast_object)
         self.log_derivatives = LogDerivatives(wf, h.chunk_size)
         rng = np.random.default_rng(np.random.SeedSequence([seed, comm.rank, 1]))
         x0 = system.initial_walkers(rng, s.walkers, s.init_width)

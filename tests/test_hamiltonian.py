@@ -198,3 +198,22 @@ def test_compiled_local_energy_of_every_bundled_ansatz_agrees_across_methods(rng
         es = [LocalEnergy(wf, system, m)(x) for m in METHODS]
         for e in es[1:]:
             np.testing.assert_allclose(e, es[0], rtol=1e-10, atol=1e-10, err_msg=name)
+
+
+def test_auto_takes_the_agreed_choice_of_rank_0(rng):
+    """``auto`` times the methods on each process, but every rank must use the same one:
+    ``agree`` (the communicator's bcast_object in a run) overrides the local choice."""
+    system, wf = helium_like_wavefunction()
+    x = tf.constant(rng.normal(size=(16, 2, 3)))
+    calls = []
+
+    def agree(local):
+        calls.append(local)
+        return "forward" if local == "hessian" else "hessian"  # never the local choice
+
+    e = LocalEnergy(wf, system, "auto", log=lambda *a: None, agree=agree)
+    values = e(x)
+    assert len(calls) == 1 and e.method != calls[0]
+    np.testing.assert_allclose(values, LocalEnergy(wf, system, "hessian")(x), rtol=1e-10)
+    e(x)
+    assert len(calls) == 1  # chosen once
