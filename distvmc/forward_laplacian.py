@@ -247,6 +247,70 @@ def logsumexp(t: FwdLap, axis: int = -1) -> FwdLap:
     return FwdLap(value, jac, lap)
 
 
+def safe_norm(t: FwdLap, keepdims: bool = False) -> FwdLap:
+    """|h| over the last axis, as distvmc.wavefunctions.ferminet.safe_norm: where h = 0
+    the value, Jacobian and Laplacian are 0 (not NaN), the derivatives TensorFlow gives
+    that function there."""
+    s = reduce_sum(square(t), axis=-1, keepdims=keepdims)
+    pos = s.value > 0.0
+    zero = 0.0 * s.value
+    safe = tf.where(pos, s.value, zero + 1.0)
+    r = tf.sqrt(safe)
+    ds = 0.5 / r
+    return elementwise(s, tf.where(pos, r, zero), tf.where(pos, ds, zero),
+                       tf.where(pos, -ds / (2.0 * safe), zero))
+
+
+def signed_logsumexp(sign: tf.Tensor, t: FwdLap, weights=None) -> FwdLap:
+    """log|sum_d w_d s_d exp(h_d)| over the last axis (as slater.signed_logsumexp), the
+    signs s_d (value's shape) and weights w_d (last axis) constant in x.
+
+    With psi = sum_d c_d e^{h_d}, c_d = w_d s_d, and the signed weights
+    p_d = c_d e^{h_d} / psi (they sum to 1 but may be negative or exceed 1):
+    grad log|psi| = sum_d p_d grad h_d, and from Delta e^{h} = e^{h} (Delta h + |grad h|^2),
+    Delta log|psi| = Delta psi / psi - |grad log|psi||^2
+                   = sum_d p_d (L_d + sum_k J_dk^2) - sum_k J_k^2:
+    the log-sum-exp rule with p in place of the softmax. Where psi = 0 (log|psi| = -inf)
+    p is set to 0 instead of 0/0."""
+    m = tf.stop_gradient(tf.reduce_max(t.value, axis=-1, keepdims=True))
+    m = tf.where(tf.math.is_finite(m), m, tf.zeros_like(m))
+    terms = sign * tf.exp(t.value - m)
+    if weights is not None:
+        terms = terms * weights
+    total = tf.reduce_sum(terms, axis=-1)
+    value = m[..., 0] + tf.math.log(tf.abs(total))
+    nonzero = tf.not_equal(total, 0.0)[..., None]
+    p = tf.where(nonzero, terms / tf.where(nonzero, total[..., None], tf.ones_like(terms)),
+                 tf.zeros_like(terms))
+    jac = tf.reduce_sum(_tangent_axis(p) * t.jac, axis=-1)
+    inner = _sum_sq(t.jac) if t.lap is None else t.lap + _sum_sq(t.jac)
+    lap = tf.reduce_sum(p * inner, axis=-1) - _sum_sq(jac)
+    return FwdLap(value, jac, lap)
+
+
+def log_abs_det(a: FwdLap, logdet: tf.Tensor, inverse: tf.Tensor) -> FwdLap:
+    """log|det A| of square matrices on the last two axes: value (W, *B, n, n) -> (W, *B).
+
+    ``logdet`` (W, *B) is log|det A| and ``inverse`` (W, *B, n, n) is A^{-1}, both
+    computed by the caller (slater's LU and guarded inverse). With J_k and L the
+    Jacobian and Laplacian of A (matrices of A's shape), Jacobi's formula
+    d log|det A| = tr(A^{-1} dA) and d(A^{-1}) = -A^{-1} dA A^{-1} give, per
+    direction, d2 log|det A| = tr(A^{-1} d2A) - tr(A^{-1} dA A^{-1} dA), so
+
+        J = tr(A^{-1} J_k),    L = tr(A^{-1} L_A) - sum_k tr(B_k B_k),  B_k = A^{-1} J_k,
+
+    with tr(X Y) = sum_ab X_ab Y_ba. Cost per walker K n^3 (the products B_k);
+    memory O(K n^2). Where A is singular the caller passes A^{-1} = 0: J = L = 0,
+    as slater's guarded gradient gives."""
+    b = tf.matmul(inverse[:, None], a.jac)  # (W, K, *B, n, n)
+    jac = tf.linalg.trace(b)
+    lap = -tf.reduce_sum(b * tf.linalg.matrix_transpose(b), axis=[-2, -1])  # (W, K, *B)
+    lap = tf.reduce_sum(lap, axis=1)
+    if a.lap is not None:
+        lap = lap + tf.reduce_sum(inverse * tf.linalg.matrix_transpose(a.lap), axis=[-2, -1])
+    return FwdLap(logdet, jac, lap)
+
+
 def _normal_pdf(h):
     return tf.exp(-0.5 * h * h) / math.sqrt(2.0 * math.pi)
 
@@ -367,6 +431,60 @@ def pair_mix(n: int) -> np.ndarray:
     m[i, np.arange(len(i))] = 1.0
     m[j, np.arange(len(i))] = -1.0
     return m
+
+
+def _seed_weights(x: FwdLap) -> tf.Tensor:
+    """The seed's a_ne (N, D) of the coordinates x (:func:`coordinates`)."""
+    assert x.lap is None and x.jac.shape[0] == 1, "needs the seeded coordinates"
+    n, d = x.value.shape[1], x.value.shape[2]
+    return tf.reshape(tf.linalg.diag_part(tf.reshape(x.jac, [n * d, n * d])), [n, d])
+
+
+def ordered_pairs(x: FwdLap) -> FwdLap:
+    """y_ij = x_i - x_j for every ordered pair, the diagonal included, in pair-local form.
+
+    value (W, N, N, D); jac (1, D, N, N, D): each pair's derivatives in its own D
+    directions, seeded like :func:`per_item` with sqrt(w_ije), w_ije = a_ie^2 + a_je^2
+    (0 on the diagonal, where y_ii = 0 identically). Functions of one pair applied to
+    it (FermiNet's two-electron stream) keep this form at D / (N D) of the dense
+    cost; :func:`mean_over_partners` expands it to the N*D directions.
+    """
+    n, d = x.value.shape[1], x.value.shape[2]
+    a = _seed_weights(x)
+    off = tf.constant(1.0 - np.eye(n), x.value.dtype)[..., None]
+    sw = tf.sqrt(a[:, None, :] ** 2 + a[None, :, :] ** 2) * off  # (N, N, D)
+    seed = tf.einsum("ije,ed->eijd", sw, tf.eye(d, dtype=x.value.dtype))[None]
+    return FwdLap(x.value[:, :, None, :] - x.value[:, None, :, :], seed, None)
+
+
+def mean_over_partners(g: FwdLap, x: FwdLap, start: int, count: int) -> FwdLap:
+    """m_i = mean_{start <= j < start + count} g_ij of a pair-local g (:func:`ordered_pairs`
+    form, value (W, N, N, F), jac (W, D, N, N, F)): value (W, N, F), jac (W, N*D, N, F).
+
+    g_ij = G(y_ij), y_ij = x_i - x_j, has dg_ij/dx_me = (delta_mi - delta_mj) dG/dy_e;
+    its carried jac is Jc_eij = sqrt(w_ije) dG/dy_e, so the weighted global Jacobian is
+    a_me (delta_mi - delta_mj) Jc_eij / sqrt(w_ije): a term on the diagonal m = i
+    (summed over partners j) and one at m = j. The Laplacian is already the global
+    one (w_ije = a_ie^2 + a_je^2) and is averaged as it is. Work O(N^2 D F).
+    """
+    n, d = x.value.shape[1], x.value.shape[2]
+    dtype = x.value.dtype
+    a = _seed_weights(x)
+    off = tf.constant(1.0 - np.eye(n), dtype)[..., None]
+    sw = tf.sqrt(a[:, None, :] ** 2 + a[None, :, :] ** 2) * off
+    pos = sw > 0
+    safe = tf.where(pos, sw, tf.ones_like(sw))
+    c_i = tf.where(pos, a[:, None, :] / safe, tf.zeros_like(sw))[:, start:start + count] / count
+    c_j = tf.where(pos, a[None, :, :] / safe, tf.zeros_like(sw))[:, start:start + count] / count
+    jc = g.jac[:, :, :, start:start + count]  # (W, D, N, c, F)
+    diag = tf.einsum("ije,weijf->weif", c_i, jc)  # (W, D, N, F), at m = i
+    part = -tf.einsum("ije,weijf->wjeif", c_j, jc)  # (W, c, D, N, F), at m = j
+    jac = tf.einsum("weif,mi->wmeif", diag, tf.eye(n, dtype=dtype))
+    jac = jac + tf.pad(part, [[0, 0], [start, n - start - count], [0, 0], [0, 0], [0, 0]])
+    f = g.value.shape[-1]
+    value = tf.reduce_mean(g.value[:, :, start:start + count], axis=2)
+    lap = None if g.lap is None else tf.reduce_mean(g.lap[:, :, start:start + count], axis=2)
+    return FwdLap(value, tf.reshape(jac, [-1, n * d, n, f]), lap)
 
 
 # -- wavefunctions ------------------------------------------------------------------------
