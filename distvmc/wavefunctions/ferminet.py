@@ -133,5 +133,66 @@ class FermiNetOrbitals(Module):
             out.append(tf.transpose(phi, [0, 2, 1, 3]))  # (W, n_det, c, c)
         return out
 
+    def forward_laplacian(self, x, blocks, n_det):
+        """The orbital matrices as FwdLaps (:mod:`distvmc.forward_laplacian`): x the seeded
+        coordinates (W, N, D) -> one per group, value (W, n_det, c, c), jac (W, N*D, ...).
+
+        The same function as ``__call__``. The one-electron features and the envelopes
+        depend on one electron each (:func:`~distvmc.forward_laplacian.per_item`); the
+        two-electron stream on one pair each, so it runs in pair-local form with D
+        tangents (:func:`~distvmc.forward_laplacian.ordered_pairs`) and only its
+        per-group means enter the dense N*D directions
+        (:func:`~distvmc.forward_laplacian.mean_over_partners`). The one-electron stream
+        is dense (N*D tangents) from the first mean pooling on.
+        """
+        from distvmc import forward_laplacian as fl
+
+        n = x.value.shape[1]
+        k_c, d = self.centres.shape
+        r_c = tf.constant(self.centres, dtype=x.value.dtype)
+
+        def electron_nucleus(y):  # (W, I, D) -> r_i - R_K (W, I, K, D)
+            return fl.shift(fl.linear(y, lambda a: tf.repeat(a[..., None, :], k_c, axis=-2)),
+                            -r_c)
+
+        def one_electron(y):  # (W, N, D) -> (W, N, K D + K)
+            ae = electron_nucleus(y)
+            return fl.concat([fl.reshape(ae, [n, k_c * d]), fl.safe_norm(ae)], axis=-1)
+
+        h = fl.per_item(x, np.eye(n), one_electron)  # (W, N, F0), dense jac
+        ee = fl.ordered_pairs(x)  # (W, N, N, D), pair-local
+        g = fl.concat([ee, fl.safe_norm(ee, keepdims=True)], axis=-1)
+        n_l = len(self.w_one)
+        for l in range(n_l):
+            means = fl.concat([fl.reduce_mean(fl.linear(h, lambda a, s=s, c=c: a[..., s:s + c, :]),
+                                              axis=-2, keepdims=True)
+                               for s, c in blocks], axis=-1)  # (W, 1, n_g F)
+            pair = fl.concat([fl.mean_over_partners(g, x, s, c) for s, c in blocks],
+                             axis=-1)  # (W, N, n_g G)
+            new = fl.activation(fl.add(fl.dense(fl.concat([h, pair], axis=-1), self.w_one[l]),
+                                       fl.dense(means, self.w_mean[l], self.b_one[l])),
+                                self.act_name)
+            h = fl.add(new, h) if new.value.shape[-1] == h.value.shape[-1] else new
+            if l < n_l - 1:
+                new_g = fl.activation(fl.dense(g, self.w_two[l], self.b_two[l]), self.act_name)
+                g = fl.add(new_g, g) if new_g.value.shape[-1] == g.value.shape[-1] else new_g
+        out = []
+        for gi, (s, c) in enumerate(blocks):
+            lin = fl.dense(fl.linear(h, lambda a, s=s, c=c: a[..., s:s + c, :]), self.w_orb[gi],
+                           self.b_orb[gi])  # (W, c, n_det c)
+            sigma, pi = tf.exp(self.log_sigma[gi]), self.pi[gi]  # (K, n_det c)
+
+            def envelope(y, sigma=sigma, pi=pi):  # (W, c, D) -> (W, c, n_det c)
+                r = fl.safe_norm(electron_nucleus(y))  # (W, c, K)
+                if self.kind == "gaussian":
+                    r = fl.square(r)
+                e = fl.exp(fl.scale(fl.linear(r, lambda a: a[..., None]), -sigma))
+                return fl.reduce_sum(fl.scale(e, pi), axis=-2)
+
+            env = fl.per_item(x, np.eye(n)[:, s:s + c], envelope)
+            phi = fl.reshape(fl.multiply(lin, env), [c, n_det, c])
+            out.append(fl.linear(phi, lambda a: tf.einsum("...idk->...dik", a)))
+        return out
+
 
 __all__ = ["FermiNetOrbitals", "safe_norm"]

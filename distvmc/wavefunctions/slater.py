@@ -354,6 +354,50 @@ class EnvelopeOrbitals(Module):
             out.append(env[i, e] if poly is None else poly * env[i, e])
         return tf.stack(out, axis=-1)
 
+    def forward_laplacian(self, x, blocks, n_det):
+        """The orbital matrices as FwdLaps (:mod:`distvmc.forward_laplacian`), the same
+        function as ``__call__``: one per group, value (W, n_det, c, c). The basis
+        functions of electron i depend on x_i only (:func:`~distvmc.forward_laplacian.per_item`)."""
+        from distvmc import forward_laplacian as fl
+
+        r_c = tf.constant(self.centres, dtype=x.value.dtype)
+        z = tf.exp(self.log_exponents)  # (K, E)
+        k_c = self.centres.shape[0]
+
+        def basis(y):  # (W, N, D) -> (W, N, B), as basis_values
+            diff = fl.shift(fl.linear(y, lambda a: tf.repeat(a[..., None, :], k_c, axis=-2)),
+                            -r_c)  # (W, N, K, D)
+            r = (fl.safe_norm(diff) if self.kind == "exponential"
+                 else fl.reduce_sum(fl.square(diff), axis=-1))  # (W, N, K)
+
+            def pick(t, *idx):
+                return fl.linear(t, lambda a: a[(..., *idx)])
+
+            env, out = {}, []
+            for i, e, t, c in self.basis:
+                if (i, e) not in env:
+                    env[i, e] = fl.exp(fl.scale(pick(r, i), -z[i, e]))
+                if t == "1":
+                    poly = None
+                elif t == "r":
+                    poly = pick(r, i)
+                elif t == "p":
+                    poly = pick(diff, i, c)
+                else:
+                    poly = None
+                    for k, q in enumerate(c):
+                        for _ in range(q):
+                            poly = (pick(diff, i, k) if poly is None
+                                    else fl.multiply(poly, pick(diff, i, k)))
+                out.append(env[i, e] if poly is None else fl.multiply(poly, env[i, e]))
+            return fl.stack(out, axis=-1)
+
+        n = x.value.shape[1]
+        chi = fl.per_item(x, np.eye(n), basis)  # (W, N, B), dense jac
+        return [fl.linear(chi, lambda a, s=s, cnt=cnt, c=c: tf.einsum(
+                    "...ib,dbk->...dik", a[..., s:s + cnt, :], c))
+                for (s, cnt), c in zip(blocks, self.coefficients)]
+
     def __call__(self, x, blocks, n_det):
         chi = self.basis_values(x)
         out = []
@@ -412,6 +456,35 @@ class Slater(Factor):
         if self.n_det == 1:
             return sign[:, 0], logdet[:, 0]
         return signed_logsumexp(sign, logdet, self.weights)
+
+    def forward_laplacian(self, x):
+        """log|psi_det| as a FwdLap (:mod:`distvmc.forward_laplacian`): the seeded
+        coordinates (W, N, D) -> (W,); the same function as ``signed_log``.
+
+        Per group, the orbital matrix A (the orbitals' own forward rules) enters
+        :func:`~distvmc.forward_laplacian.log_abs_det`: gradient tr(A^{-1} J_k),
+        Laplacian tr(A^{-1} L_A) - sum_k tr(A^{-1} J_k A^{-1} J_k), with log|det A| from
+        the pivoted LU of :func:`slogdet` and A^{-1} from the same guarded
+        tf.linalg.inv as its gradient (0 where A is singular: gradient and Laplacian
+        0, as the hessian method gives). A 1 x 1 block is log|a| (J/a, L/a - (J/a)^2).
+        Groups add; several determinants combine by
+        :func:`~distvmc.forward_laplacian.signed_logsumexp` with the weights w_d.
+        """
+        from distvmc import forward_laplacian as fl
+
+        sign, total = None, None
+        for m in self.orbitals.forward_laplacian(x, self.blocks, self.n_det):
+            if m.value.shape[-1] == 1:
+                a = fl.linear(m, lambda t: t[..., 0, 0])  # (W, n_det)
+                s, u = tf.sign(tf.stop_gradient(a.value)), fl.log_abs(a)
+            else:
+                s, logdet = slogdet(m.value)  # (W, n_det)
+                u = fl.log_abs_det(m, logdet, _guarded_inverse(m.value, logdet))
+            sign = s if sign is None else sign * s
+            total = u if total is None else fl.add(total, u)
+        if self.n_det == 1:
+            return fl.linear(total, lambda t: t[..., 0])
+        return fl.signed_logsumexp(sign, total, self.weights)
 
 
 __all__ = ["EnvelopeOrbitals", "FIELDS", "Slater", "signed_logsumexp", "slogdet"]
