@@ -55,6 +55,13 @@ exact, large-but-finite 1/distance; such a walker has |psi|^2 ~ 0 and is rarely
 sampled. The 1 x 1 block is handled directly (sign(a), log|a|), exactly
 differentiable to all orders.
 
+The forward Laplacian (:meth:`Slater.forward_laplacian`, hamiltonian.laplacian:
+forward) takes log|det| from the same LU and the gradient tr(A^{-1} J_k) and
+Laplacian tr(A^{-1} L_A) - sum_k tr(A^{-1} J_k A^{-1} J_k) from the same guarded
+inverse (:func:`distvmc.forward_laplacian.log_abs_det`). Near a node both methods
+lose accuracy alike: the orbital matrix's rounding errors are amplified by its
+condition number (two same-spin electrons a distance d apart: ~1e-16 / d relative).
+
 Closed-form determinants for n <= 3 were not used: one general path serves every
 block size, and the LU path was checked against tf.linalg.slogdet to second order
 (tests/test_fermions.py).
