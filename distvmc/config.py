@@ -110,8 +110,8 @@ SCHEMA: dict[str, Any] = {
     "hamiltonian": {
         "laplacian": Choice("hessian", "exact Laplacian method (all agree): hessian (full "
                             "Hessian per walker, XLA), forward (value, gradient and Laplacian "
-                            "in one forward pass, XLA; factors without forward rules, e.g. "
-                            "slater, use hessian, which is logged), auto (times hessian and "
+                            "in one forward pass, XLA; a plug-in factor without forward rules "
+                            "uses hessian, which is logged), auto (times hessian and "
                             "forward on the first walkers, keeps the faster and logs it), "
                             "fwd_over_rev and fwd_over_fwd (uncompiled, slower)",
                             ["hessian", "forward", "auto", "fwd_over_rev", "fwd_over_fwd"]),

@@ -29,16 +29,16 @@ Two more choices compute the Laplacian itself rather than the Hessian diagonal:
     The forward Laplacian (:mod:`distvmc.forward_laplacian`): one forward pass
     carries each intermediate's value, Jacobian and mass-weighted Laplacian.
     log|psi| is a sum of factors, so their gradients and Laplacians add; a
-    factor without forward rules (``slater`` for now, user plug-ins) is
-    differentiated by ``hessian`` on its own, which is logged once. XLA-compiled;
-    memory O(walkers N D width). Parameter gradients through it are exact.
-    About 3.5x the local energies per second of ``hessian`` for the helium
-    MLP and the alpha ansatz (benchmarks/laplacian.py); no faster where a
-    slater factor falls back.
+    factor without forward rules (a user plug-in) is differentiated by
+    ``hessian`` on its own, which is logged once. Every bundled factor has
+    rules, determinants included. XLA-compiled; memory O(walkers N D width).
+    Parameter gradients through it are exact. 2.6-5x the local energies per
+    second of ``hessian`` (helium MLP, alpha, Li, 2D dots with 6 and 12
+    electrons: benchmarks/laplacian.py).
 ``auto``
     Times ``hessian`` and ``forward`` on the first batch of walkers (after
-    compiling both) and keeps the faster; the choice and the timings are
-    logged. fwd_over_rev and fwd_over_fwd are not candidates: they run
+    compiling both) and keeps the faster (rank 0's choice, when ``agree`` is
+    given); the choice and the timings are logged. fwd_over_rev and fwd_over_fwd are not candidates: they run
     uncompiled, several times slower.
 """
 
