@@ -399,10 +399,9 @@ def per_item(x: FwdLap, mix: np.ndarray, fn, pool: bool = False) -> FwdLap:
     Returns:
       value (W, I, *S), or (W, *S) with ``pool``.
     """
-    assert x.lap is None and x.jac.shape[0] == 1, "per_item differentiates the coordinates"
     n, d = x.value.shape[1], x.value.shape[2]
     dtype = x.value.dtype
-    a = tf.reshape(tf.linalg.diag_part(tf.reshape(x.jac, [n * d, n * d])), [n, d])  # (N, D)
+    a = _seed_weights(x)  # (N, D)
     m = tf.constant(mix, dtype)  # (N, I)
     items = m.shape[1]
     sw = tf.sqrt(tf.einsum("nd,ni->id", a * a, m * m))  # (I, D)
@@ -440,6 +439,14 @@ def _seed_weights(x: FwdLap) -> tf.Tensor:
     return tf.reshape(tf.linalg.diag_part(tf.reshape(x.jac, [n * d, n * d])), [n, d])
 
 
+def _pair_seed_widths(a: tf.Tensor) -> tf.Tensor:
+    """sqrt(w_ije) = sqrt(a_ie^2 + a_je^2) for every ordered pair, 0 on the diagonal
+    (y_ii = 0 identically): (N, D) -> (N, N, D)."""
+    n = a.shape[0]
+    off = tf.constant(1.0 - np.eye(n), a.dtype)[..., None]
+    return tf.sqrt(a[:, None, :] ** 2 + a[None, :, :] ** 2) * off
+
+
 def ordered_pairs(x: FwdLap) -> FwdLap:
     """y_ij = x_i - x_j for every ordered pair, the diagonal included, in pair-local form.
 
@@ -449,10 +456,8 @@ def ordered_pairs(x: FwdLap) -> FwdLap:
     it (FermiNet's two-electron stream) keep this form at D / (N D) of the dense
     cost; :func:`mean_over_partners` expands it to the N*D directions.
     """
-    n, d = x.value.shape[1], x.value.shape[2]
-    a = _seed_weights(x)
-    off = tf.constant(1.0 - np.eye(n), x.value.dtype)[..., None]
-    sw = tf.sqrt(a[:, None, :] ** 2 + a[None, :, :] ** 2) * off  # (N, N, D)
+    d = x.value.shape[2]
+    sw = _pair_seed_widths(_seed_weights(x))  # (N, N, D)
     seed = tf.einsum("ije,ed->eijd", sw, tf.eye(d, dtype=x.value.dtype))[None]
     return FwdLap(x.value[:, :, None, :] - x.value[:, None, :, :], seed, None)
 
@@ -470,8 +475,7 @@ def mean_over_partners(g: FwdLap, x: FwdLap, start: int, count: int) -> FwdLap:
     n, d = x.value.shape[1], x.value.shape[2]
     dtype = x.value.dtype
     a = _seed_weights(x)
-    off = tf.constant(1.0 - np.eye(n), dtype)[..., None]
-    sw = tf.sqrt(a[:, None, :] ** 2 + a[None, :, :] ** 2) * off
+    sw = _pair_seed_widths(a)
     pos = sw > 0
     safe = tf.where(pos, sw, tf.ones_like(sw))
     c_i = tf.where(pos, a[:, None, :] / safe, tf.zeros_like(sw))[:, start:start + count] / count

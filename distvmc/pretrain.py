@@ -281,7 +281,6 @@ class Metropolis:
     def __init__(self, log_density, x0: np.ndarray, step: float, rng, comm, goal: float):
         self.log_density, self.x, self.step, self.rng = log_density, x0.copy(), step, rng
         self.comm, self.goal = comm, goal
-        self.logp = log_density(self.x)
 
     def run(self, sweeps: int, adapt: bool = True) -> float:
         # The density changes between runs (the network is being fitted): a cached
