@@ -21,6 +21,8 @@ import dataclasses
 import os
 import time
 
+import numpy as np
+
 from distvmc import __version__
 from distvmc import config as config_mod
 from distvmc.config import ConfigError
@@ -200,11 +202,15 @@ def run(config=None, overrides=None, *, out=None, resume=None, potential=None,
         if board is not None:
             board.close()
     wall = time.perf_counter() - t0
+    digest = parameters_agree(job, comm)
+    if comm.size > 1:
+        log(f"parameters bitwise equal on all {comm.size} ranks (sha256 {digest[:16]})")
     w = job.walkers_per_rank
     meta = {"ranks": comm.size, "backend": comm.name, "walkers_global": w * comm.size,
             "walkers_per_rank": w, "wall_s": wall,
             "train_s": sum(f.train_s for f in job.found),
-            "resumed_at": res.checkpoint["meta"]["iteration"] if res is not None else None}
+            "resumed_at": res.checkpoint["meta"]["iteration"] if res is not None else None,
+            "parameters_sha256": digest}
     if not job.multi:
         n_train = meta["walkers_global"] * cfg.sampler.samples_per_walker * job.found[0].iterations
         meta["samples_per_s"] = n_train / meta["train_s"] if meta["train_s"] > 0 else float("nan")
@@ -229,6 +235,30 @@ def run(config=None, overrides=None, *, out=None, resume=None, potential=None,
         + f"; wall {wall:.1f} s; results in {run_dir}")
     wf = job.found[0].wf if job.found[0].wf is not None else job.wf
     return Result(run_dir, summary, list(job.history), wf, cfg, job)
+
+
+def parameters_agree(job, comm) -> str:
+    """sha256 of every found state's parameters, checked equal on every rank.
+
+    Ranks apply the same broadcast update, so their parameters must stay bitwise
+    equal; a difference means a rank's result cannot be trusted (a silent wrong
+    answer), so it raises instead. Returns the hex digest (rank 0's, = everyone's)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in job.found:
+        if f.wf is not None:
+            h.update(np.ascontiguousarray(f.wf.get_flat(), dtype=np.float64).tobytes())
+    digest = h.hexdigest()
+    if comm.size > 1:
+        mine = np.frombuffer(bytes.fromhex(digest), dtype=np.uint8).astype(np.float64)
+        every = comm.allgather(mine[None, :])
+        bad = [r for r in range(comm.size) if not np.array_equal(every[r], every[0])]
+        if bad:
+            raise RuntimeError(f"parameters differ between ranks after training (ranks {bad} "
+                               f"against rank 0): the ranks' updates diverged; do not trust "
+                               f"this run")
+    return digest
 
 
 def load(run_dir: str, potential=None, wavefunction=None) -> Result:

@@ -248,3 +248,7 @@ def test_a_two_rank_hydrogen_run_reports_ranks_and_global_walkers(backend, tmp_p
     # only rank 0 prints and writes
     assert run.output.count("evaluating with") == 1
     assert f"256 walkers on 2 rank(s) ({backend})" in run.output
+    # the run checks its ranks' final parameters are bitwise equal, and says so
+    assert len(s["parameters_sha256"]) == 64
+    assert f"parameters bitwise equal on all 2 ranks (sha256 {s['parameters_sha256'][:16]})" \
+        in run.output

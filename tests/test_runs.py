@@ -187,3 +187,33 @@ def test_evaluation_redraws_a_block_with_non_finite_energies_and_reports_it():
     obj.local_energy = lambda x: poisoned(x, first_bad=10 ** 6)  # never goes away
     with pytest.raises(NonFiniteEnergyError, match="evaluation: non-finite local energies"):
         obj.evaluate()
+
+
+def test_parameters_that_differ_between_ranks_stop_the_run():
+    """api.parameters_agree: equal digests pass; a rank whose parameters differ raises."""
+    from types import SimpleNamespace
+
+    from distvmc.api import parameters_agree
+
+    flat = np.linspace(-1.0, 1.0, 7)
+    wf = SimpleNamespace(get_flat=lambda: flat)
+    job = SimpleNamespace(found=[SimpleNamespace(wf=wf), SimpleNamespace(wf=None)])
+
+    class TwoRanks:  # rank 1 holds `other`'s digest
+        size = 2
+
+        def __init__(self, other):
+            self.other = other
+
+        def allgather(self, x):
+            theirs = parameters_agree(SimpleNamespace(found=[SimpleNamespace(wf=SimpleNamespace(
+                get_flat=lambda: self.other))]), SimpleNamespace(size=1))
+            row = np.frombuffer(bytes.fromhex(theirs), dtype=np.uint8).astype(np.float64)
+            return np.concatenate([x, row[None, :]])
+
+    digest = parameters_agree(job, TwoRanks(flat.copy()))
+    assert len(digest) == 64
+    changed = flat.copy()
+    changed[3] = np.nextafter(changed[3], 2.0)  # one ulp on one parameter
+    with pytest.raises(RuntimeError, match=r"parameters differ between ranks .*ranks \[1\]"):
+        parameters_agree(job, TwoRanks(changed))
