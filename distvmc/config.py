@@ -99,6 +99,10 @@ SCHEMA: dict[str, Any] = {
                         "since the networks couple all particles). one is for large N, where "
                         "all-particle moves need a step ~ 1/sqrt(N) to be accepted",
                         ["all", "one"]),
+        "walker_groups": Int(0, "moves all: run the sweeps on this many slices of the walkers "
+                             "side by side, one compiled loop each (a walker's chain does not "
+                             "depend on it); 0: auto, 1 on a GPU, else this rank's share of "
+                             "the CPU cores (at most 8, at least 64 walkers per slice)", min=0),
         "init_width": Float(1.0, "spread of the initial walkers around the nuclei or origin",
                             min=0.0, open_min=True),
         "recentre": Choice(None, "move each walker's centre of mass to the origin after every "

@@ -49,7 +49,7 @@ from distvmc import observables, stats
 from distvmc.hamiltonian import LocalEnergy
 from distvmc.optimizers.jacobian import LogDerivatives
 from distvmc.optimizers.sr import Gradient
-from distvmc.sampler import MetropolisSampler, stream_key, walkers_for_rank
+from distvmc.sampler import MetropolisSampler, auto_walker_groups, stream_key, walkers_for_rank
 
 MAX_EVALUATION_REDRAWS = 10  # evaluation blocks with non-finite energies redrawn at most this often
 
@@ -94,12 +94,19 @@ def finite_mean(values: np.ndarray, comm) -> float:
     return float(tot[0] / tot[1]) if tot[1] > 0 else float("nan")
 
 
-def make_sampler(wf, x0, step, seed, comm, cfg, dtype, purpose=0, name="sampler"):
+def make_sampler(wf, x0, step, seed, comm, cfg, dtype, purpose=0, name="sampler", log=None):
+    """The Metropolis sampler of a config; ``log`` (if given) hears the walker-group choice."""
     counts = [int(g.count) for g in cfg.system.species]
+    groups = cfg.sampler.walker_groups
+    if cfg.sampler.moves == "all" and groups == 0:
+        groups, why = auto_walker_groups(len(x0))
+        if log is not None:
+            log(f"sampler: {groups} walker group(s) side by side ({why})")
     return MetropolisSampler(wf.log_abs, x0, step, stream_key(seed, comm.rank, purpose), comm,
                              cfg.sampler.target_acceptance, dtype, name=name,
                              recentre=cfg.sampler.recentre, moves=cfg.sampler.moves,
-                             groups=np.repeat(np.arange(len(counts)), counts))
+                             groups=np.repeat(np.arange(len(counts)), counts),
+                             walker_groups=max(1, groups))
 
 
 class MonteCarloEnergy:

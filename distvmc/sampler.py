@@ -40,6 +40,38 @@ def stream_key(seed: int, rank: int, purpose: int = 0) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 62) - 1)
 
 
+LOCAL_SIZE_VARIABLES = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "HOROVOD_LOCAL_SIZE",
+                        "SLURM_NTASKS_PER_NODE")
+
+
+def auto_walker_groups(walkers: int) -> tuple[int, str]:
+    """(walker groups, why) for ``sampler.walker_groups: 0``: 1 when a GPU is visible
+    (one large kernel is better there); on a CPU, the cores this process may use
+    divided by the ranks on this node (launcher variables), capped by TensorFlow's
+    inter-op threads when set, by 8, and by walkers // 64."""
+    import os
+
+    if tf.config.get_visible_devices("GPU"):
+        return 1, "a GPU is visible"
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    local = 1
+    for var in LOCAL_SIZE_VARIABLES:
+        try:
+            local = max(1, int(os.environ[var]))
+            break
+        except (KeyError, ValueError):
+            continue
+    n = max(1, cores // local)
+    why = f"{cores} core(s), {local} rank(s) on this node"
+    inter = tf.config.threading.get_inter_op_parallelism_threads()
+    if inter > 0 and inter < n:
+        n, why = inter, why + f", {inter} inter-op thread(s)"
+    return max(1, min(n, 8, walkers // 64)), why
+
+
 class MetropolisSampler(tf.Module):
     """Walkers, step width and random-stream position of one rank.
 
@@ -54,11 +86,12 @@ class MetropolisSampler(tf.Module):
 
     def __init__(self, log_abs, x0: np.ndarray, step: float, key: int, comm,
                  target_acceptance: float = 0.5, dtype=tf.float64, name="sampler",
-                 recentre: bool = False, moves: str = "all", groups=None):
+                 recentre: bool = False, moves: str = "all", groups=None, walker_groups: int = 1):
         super().__init__(name=name)
         if moves not in ("all", "one"):
             raise ValueError(f"moves must be 'all' or 'one', not {moves!r}")
         self.moves = moves
+        self.walker_groups = max(1, min(int(walker_groups), int(np.shape(x0)[0])))
         n = int(np.shape(x0)[1])
         self.groups = (np.zeros(n, dtype=np.int64) if groups is None
                        else np.asarray(groups, dtype=np.int64).reshape(n))
@@ -163,44 +196,115 @@ class MetropolisSampler(tf.Module):
                                                         seeds[1], dtype=self.x.dtype))
         return z, log_u
 
-    @tf.function(jit_compile=True)
     def _chain_all(self, n_measure: int, n_sweeps: int):
         """n_measure blocks of n_sweeps sweeps; returns the positions after each
-        block, shape (n_measure, W, N, D), and accepted moves per walker.
+        block, shape (n_measure, W, N, D), and accepted moves per walker (W,).
 
-        Sweep number t of this rank (t = counter, counter + 1, ...) belongs to
-        the chunk of sweeps that starts at t0 and draws its Gaussian proposals
-        and uniforms from the stateless stream seeded by (key, t0).
+        The sweeps run in XLA-compiled loops, a chunk of sweeps per call, on
+        ``walker_groups`` slices of the walkers launched side by side (the
+        executor runs them on separate cores; a walker's chain does not depend
+        on the slicing). A chunk's random numbers come from NumPy
+        (:meth:`_random_chunk`): its ziggurat normals cost a fraction of
+        TensorFlow's float64 Box-Muller, which took half of a small network's sweep.
         """
-        shape = self.x.shape
-        c = self._chunk_sweeps(n_sweeps)
-        n_chunks = -(-n_sweeps // c)
-        step = self.step.read_value()
-        ta = tf.TensorArray(self.x.dtype, size=n_measure, element_shape=shape)
-        acc = tf.zeros(shape[:1], tf.int64)
+        w = self.walkers
+        per_sweep = int(np.prod(self.x.shape)) + w
+        cap = max(1, self.CHUNK_NUMBERS // per_sweep)
+        if n_sweeps <= cap:  # whole blocks per call
+            per_call, inner, blocks = max(1, min(n_measure, cap // n_sweeps)), n_sweeps, n_measure
+        else:  # each block in equal calls of <= cap sweeps, the last possibly shorter
+            per_call, inner, blocks = 1, -(-n_sweeps // -(-n_sweeps // cap)), n_measure
+        length = per_call * inner
         x, logp = self.x.read_value(), self.logp.read_value()
-        for m in tf.range(n_measure):
-            for j in tf.range(n_chunks):
-                z, log_u = self._draw(m * n_sweeps + j * c, c, ())
-                noise = step * z
-
-                def sweep(i, x, logp, acc, noise=noise, log_u=log_u):
-                    prop = x + noise[i]
-                    logp_new = 2.0 * self._log_abs(prop)
-                    accept = log_u[i] < logp_new - logp  # NaN proposals are rejected
-                    x_new = tf.where(accept[:, None, None], prop, x)
-                    if self.recentre:  # |psi|^2 is translation invariant: logp stays valid
-                        x_new = x_new - tf.reduce_mean(x_new, axis=1, keepdims=True)
-                    return (i + 1, x_new,
-                            tf.where(accept, logp_new, logp), acc + tf.cast(accept, tf.int64))
-
-                k = tf.minimum(c, n_sweeps - j * c)
-                _, x, logp, acc = tf.while_loop(lambda i, *_: i < k, sweep, (0, x, logp, acc))
-            ta = ta.write(m, x)
+        step = self.step.read_value()
+        acc = tf.zeros([w], tf.int64)
+        records = []
+        if n_sweeps <= cap:
+            for first in range(0, blocks, per_call):
+                nb = min(per_call, blocks - first)
+                z, log_u = self._random_chunk(first * n_sweeps, nb * inner, length)
+                rec, x, logp, a = self._grouped(x, logp, z, log_u, step, tf.constant(nb),
+                                                tf.constant(inner), inner)
+                records.append(rec[:nb])
+                acc += a
+        else:
+            for m in range(blocks):
+                left = n_sweeps
+                while left > 0:
+                    k = min(inner, left)
+                    z, log_u = self._random_chunk(m * n_sweeps + (n_sweeps - left), k, length)
+                    _, x, logp, a = self._grouped(x, logp, z, log_u, step, tf.constant(1),
+                                                  tf.constant(k), inner)
+                    acc += a
+                    left -= k
+                records.append(x[None])
         self.x.assign(x)
         self.logp.assign(logp)
-        self.counter.assign_add(tf.cast(n_measure * n_sweeps, tf.int64))
-        return ta.stack(), acc
+        self.counter.assign_add(n_measure * n_sweeps)
+        return tf.concat(records, axis=0), acc
+
+    def _random_chunk(self, first: int, count: int, length: int):
+        """Standard normals (length, W, N, D) and log-uniforms (length, W) for the sweeps
+        counter + first ... counter + first + count - 1 (rows beyond count are zero: a
+        call's arrays keep one shape, so its loop compiles once). Drawn by NumPy's
+        SFC64 seeded with (key, counter + first): the stream is a function of the
+        sweep counter, so checkpoints stay exact."""
+        shape = tuple(self.x.shape)
+        start = int(self.counter.numpy()) + int(first)
+        gen = np.random.Generator(np.random.SFC64(np.random.SeedSequence(
+            [int(self.key.numpy()) & 0xFFFFFFFFFFFFFFFF, start, 0x5EED])))
+        z = np.zeros((length,) + shape)
+        log_u = np.zeros((length, shape[0]))
+        gen.standard_normal(out=z[:count])
+        gen.random(out=log_u[:count])
+        np.log(log_u[:count], out=log_u[:count])
+        dtype = self.x.dtype.as_numpy_dtype
+        return tf.constant(z.astype(dtype, copy=False)), tf.constant(log_u.astype(dtype, copy=False))
+
+    @property
+    def group_bounds(self) -> tuple:
+        """(start, stop) of each walker group, in walker order."""
+        edges = np.linspace(0, self.walkers, self.walker_groups + 1).round().astype(int)
+        return tuple((int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]))
+
+    def _grouped(self, x, logp, z, log_u, step, n_blocks, n_inner, every: int):
+        if self.walker_groups == 1:
+            return self._sweeps(x, logp, z, log_u, step, n_blocks, n_inner, every)
+        return self._sweeps_side_by_side(x, logp, z, log_u, step, n_blocks, n_inner, every,
+                                         self.group_bounds)
+
+    @tf.function
+    def _sweeps_side_by_side(self, x, logp, z, log_u, step, n_blocks, n_inner, every: int,
+                             bounds: tuple):
+        """:meth:`_sweeps` on each walker group: independent compiled launches that
+        the executor's inter-op threads run at the same time."""
+        outs = [self._sweeps(x[a:b], logp[a:b], z[:, a:b], log_u[:, a:b], step, n_blocks,
+                             n_inner, every) for a, b in bounds]
+        return (tf.concat([o[0] for o in outs], axis=1), tf.concat([o[1] for o in outs], axis=0),
+                tf.concat([o[2] for o in outs], axis=0), tf.concat([o[3] for o in outs], axis=0))
+
+    @tf.function(jit_compile=True)
+    def _sweeps(self, x, logp, z, log_u, step, n_blocks, n_inner, every: int):
+        """n_blocks blocks of n_inner sweeps (sweep i of block b uses row b * every + i of
+        z and log_u); the positions after each block (length // every, W, N, D; rows
+        from n_blocks on are unused), the final x and logp and accepted moves (W,)."""
+        shape = x.shape
+        records = tf.TensorArray(x.dtype, size=z.shape[0] // every, element_shape=shape)
+        acc = tf.zeros(shape[:1], tf.int64)
+        for b in tf.range(n_blocks):
+            def sweep(i, x, logp, acc, b=b):
+                prop = x + step * z[b * every + i]
+                logp_new = 2.0 * self._log_abs(prop)
+                accept = log_u[b * every + i] < logp_new - logp  # NaN proposals are rejected
+                x_new = tf.where(accept[:, None, None], prop, x)
+                if self.recentre:  # |psi|^2 is translation invariant: logp stays valid
+                    x_new = x_new - tf.reduce_mean(x_new, axis=1, keepdims=True)
+                return (i + 1, x_new,
+                        tf.where(accept, logp_new, logp), acc + tf.cast(accept, tf.int64))
+
+            _, x, logp, acc = tf.while_loop(lambda i, *_: i < n_inner, sweep, (0, x, logp, acc))
+            records = records.write(b, x)
+        return records.stack(), x, logp, acc
 
     def _global_acceptance(self, accepted: np.ndarray, sweeps: int) -> float:
         if self.moves == "one":  # accepted (W, N): per group, one allreduce

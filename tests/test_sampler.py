@@ -73,3 +73,61 @@ def test_nan_proposals_are_rejected():
     xs, _ = s.sample(50, 2)
     assert np.all(np.isfinite(xs))
     assert np.all((xs ** 2).sum(axis=(2, 3)) <= 4.0)
+
+
+def make_groups(groups, walkers=300, seed=5, alpha=0.7):
+    x0 = np.random.default_rng(seed).standard_normal((walkers, 2, 3))
+    return MetropolisSampler(gaussian_log_abs(alpha), x0, 0.6, stream_key(seed, 0),
+                             SingleProcess(), walker_groups=groups)
+
+
+def test_walker_groups_run_the_same_chains_bitwise():
+    """Slicing the walkers into groups launched side by side changes no walker's chain."""
+    a, b, c = make_groups(1), make_groups(2), make_groups(3)
+    outs = [s.sample(5, 7) for s in (a, b, c)]
+    for x, acc in outs[1:]:
+        np.testing.assert_array_equal(x, outs[0][0])
+        np.testing.assert_array_equal(acc, outs[0][1])
+    assert b.group_bounds == ((0, 150), (150, 300))
+
+
+def test_blocks_split_over_several_calls_sample_correctly_and_restore_exactly():
+    """A block longer than one compiled call's chunk is run as several calls (the last
+    one shorter); the chain still samples |psi|^2, and a restored state continues it
+    exactly."""
+    alpha = 0.7
+
+    def small(groups):
+        s = make_groups(groups, alpha=alpha)
+        s.CHUNK_NUMBERS = 7 * (300 * 2 * 3 + 300)  # 7 sweeps per call: blocks of 10 split 4 + 6
+        return s
+
+    a = small(2)
+    a.thermalize(100)
+    state = a.state()
+    xs, acc = a.sample(150, 10)
+    assert int(a.counter.numpy()) == 100 + 1500 and 0.2 < acc < 0.8
+    st = stats.summarize((xs ** 2).mean(axis=(2, 3)))
+    assert abs(st.mean - 1 / (4 * alpha)) < 4 * st.error, (st.mean, st.error)
+    b = small(1)
+    b.set_state(state)
+    np.testing.assert_array_equal(b.sample(150, 10)[0], xs)
+
+
+def test_auto_walker_groups_follow_cores_ranks_and_walkers(monkeypatch):
+    import os
+
+    from distvmc import sampler as sm
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    monkeypatch.setattr(tf.config.threading, "get_inter_op_parallelism_threads", lambda: 0)
+    for var in sm.LOCAL_SIZE_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    assert sm.auto_walker_groups(4096)[0] == 4
+    assert sm.auto_walker_groups(130)[0] == 2  # at least 64 walkers per group
+    assert sm.auto_walker_groups(10)[0] == 1
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2")
+    n, why = sm.auto_walker_groups(4096)
+    assert n == 2 and "2 rank(s) on this node" in why
+    monkeypatch.setattr(tf.config.threading, "get_inter_op_parallelism_threads", lambda: 1)
+    assert sm.auto_walker_groups(4096)[0] == 1
