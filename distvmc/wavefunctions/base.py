@@ -31,6 +31,13 @@ NumPy generator (the same stream on every rank), the float dtype and a unique
 name. ``antisymmetric=True`` declares that the factor changes sign under the
 exchange of two identical fermions (a determinant); the config refuses fermion
 groups of two or more without one.
+
+The per-sample log-derivatives O (:mod:`distvmc.optimizers.jacobian`) come out of
+one batched backward pass for parameters of layers that go through
+:func:`~distvmc.wavefunctions.capture.linear` (as :class:`~distvmc.wavefunctions.mlp.Dense`
+does) and for parameters read through :func:`~distvmc.wavefunctions.capture.per_sample`
+(in the example: ``tf.exp(per_sample(self.log_w, x))``); any other parameter is
+differentiated per sample by ``tf.vectorized_map``, which is correct but slower.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from distvmc.lazytf import tf
 from distvmc.schema import Bool, ConfigError, Float
 from distvmc.systems.pairs import centre_distances
 from distvmc.wavefunctions.base import Factor, register_factor
+from distvmc.wavefunctions.capture import per_sample
 
 GAUSSIAN_FIELDS = {
     "alpha": Float(0.5, "initial width parameter: log psi = -alpha * sum |x|^2", min=0.0, open_min=True),
@@ -48,7 +49,7 @@ class GaussianEnvelope(Factor):
     def signed_log(self, x):
         """x: (W, N, D) -> (None, (W,))."""
         d = x - self.centre
-        return None, -tf.exp(self.log_alpha) * tf.reduce_sum(d * d, axis=[1, 2])
+        return None, -tf.exp(per_sample(self.log_alpha, x)) * tf.reduce_sum(d * d, axis=[1, 2])
 
     def forward_laplacian(self, x):
         """log psi as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,)."""
@@ -78,9 +79,9 @@ class ExpEnvelope(Factor):
     def signed_log(self, x):
         """x: (W, N, D) -> (None, (W,))."""
         r = centre_distances(x, self.centres)  # (W, N, K)
-        a = tf.exp(self.log_decay)
+        a = tf.exp(per_sample(self.log_decay, x, 1))  # (K,), or (W, 1, K) for O
         if len(self.centres) == 1:
-            return None, -tf.reduce_sum(a[0] * r[..., 0], axis=1)
+            return None, -tf.reduce_sum(a[..., 0] * r[..., 0], axis=1)
         return None, tf.reduce_sum(tf.reduce_logsumexp(-a * r, axis=-1), axis=1)
 
     def forward_laplacian(self, x):

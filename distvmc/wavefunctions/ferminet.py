@@ -30,6 +30,7 @@ import numpy as np
 
 from distvmc.lazytf import tf
 from distvmc.wavefunctions.base import Module
+from distvmc.wavefunctions.capture import linear, per_sample
 from distvmc.wavefunctions.mlp import activation
 
 
@@ -116,19 +117,20 @@ class FermiNetOrbitals(Module):
                                for s, c in blocks], axis=-1)  # (W, 1, n_g F)
             pair = tf.concat([tf.reduce_mean(g[:, :, s:s + c], axis=2)
                               for s, c in blocks], axis=-1)  # (W, N, n_g G)
-            new = act(tf.matmul(tf.concat([h, pair], axis=-1), self.w_one[l])
-                      + tf.matmul(means, self.w_mean[l]) + self.b_one[l])
+            new = act(linear(tf.concat([h, pair], axis=-1), self.w_one[l])
+                      + linear(means, self.w_mean[l], self.b_one[l]))
             h = new + h if new.shape[-1] == h.shape[-1] else new
             if l < n_l - 1:
-                new_g = act(tf.matmul(g, self.w_two[l]) + self.b_two[l])
+                new_g = act(linear(g, self.w_two[l], self.b_two[l]))
                 g = new_g + g if new_g.shape[-1] == g.shape[-1] else new_g
         out = []
         for gi, (s, c) in enumerate(blocks):
-            lin = tf.matmul(h[:, s:s + c], self.w_orb[gi]) + self.b_orb[gi]  # (W, c, n_det c)
+            lin = linear(h[:, s:s + c], self.w_orb[gi], self.b_orb[gi])  # (W, c, n_det c)
             r = r_ae[:, s:s + c, :, None]  # (W, c, K, 1)
             if self.kind == "gaussian":
                 r = r * r
-            env = tf.reduce_sum(self.pi[gi] * tf.exp(-tf.exp(self.log_sigma[gi]) * r), axis=2)
+            pi, sigma = per_sample(self.pi[gi], x, 1), tf.exp(per_sample(self.log_sigma[gi], x, 1))
+            env = tf.reduce_sum(pi * tf.exp(-sigma * r), axis=2)  # (W, c, n_det c)
             phi = tf.reshape(lin * env, [-1, c, n_det, c])
             out.append(tf.transpose(phi, [0, 2, 1, 3]))  # (W, n_det, c, c)
         return out

@@ -15,6 +15,7 @@ from distvmc.lazytf import tf
 from distvmc.schema import ConfigError, Float
 from distvmc.systems.pairs import pair_distances
 from distvmc.wavefunctions.base import Factor, register_factor
+from distvmc.wavefunctions.capture import per_sample
 
 FIELDS = {
     "cusp": Float(None, "pair cusp a in u(r) = a r / (1 + b r); null: each pair's Kato cusp "
@@ -48,7 +49,8 @@ class PadeJastrow(Factor):
     def signed_log(self, x):
         """x: (W, N, D) -> (None, (W,))."""
         r = pair_distances(x)  # (W, P)
-        return None, tf.reduce_sum(self.a * r / (1.0 + tf.exp(self.log_b) * r), axis=1)
+        a, b = per_sample(self.a, x, 1), tf.exp(per_sample(self.log_b, x, 1))
+        return None, tf.reduce_sum(a * r / (1.0 + b * r), axis=1)
 
     def forward_laplacian(self, x):
         """log J as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,).

@@ -16,6 +16,7 @@ from distvmc.lazytf import tf
 from distvmc.schema import Bool, Choice, ConfigError, Float, IntList
 from distvmc.systems.pairs import centre_distances, pair_distances
 from distvmc.wavefunctions.base import Factor, Module, register_factor
+from distvmc.wavefunctions.capture import linear
 
 ACTIVATIONS = ["tanh", "softplus", "sigmoid", "silu", "gelu", "cos"]
 INITS = ["glorot", "he", "normal"]
@@ -57,7 +58,8 @@ def _init(rng, n_in, n_out, scheme):
 
 
 class Dense(Module):
-    """y = x W + b with W of shape (n_in, n_out)."""
+    """y = x W + b with W of shape (n_in, n_out), through :func:`~distvmc.wavefunctions.capture.linear`
+    (per-sample weight gradients for the O matrix)."""
 
     def __init__(self, n_in, n_out, rng, dtype, scheme="glorot", scale=1.0, name=None):
         self.name = name
@@ -65,7 +67,7 @@ class Dense(Module):
         self.b = tf.Variable(np.zeros(n_out), dtype=dtype, name="b")
 
     def __call__(self, x):
-        return tf.matmul(x, self.w) + self.b
+        return linear(x, self.w, self.b)
 
     def forward_laplacian(self, h):
         """The layer on a :class:`~distvmc.forward_laplacian.FwdLap` (last axis n_in -> n_out)."""
@@ -159,10 +161,13 @@ class MLP(Factor):
         """The network output, summed over the permutations; x: (W, N, D) -> (W,)."""
         if len(self.perms) == 1:
             return self.net(self._features(x))[:, 0]
-        # All permutations in one batch: (n_perm * W, N, D).
-        xp = tf.concat([tf.gather(x, list(p), axis=1) for p in self.perms], axis=0)
+        # All permutations in one batch, sample-major (walker w's permutations are rows
+        # w * n_perm ... w * n_perm + n_perm - 1), as LogDerivatives' per-sample capture needs.
+        n, d = x.shape[1], x.shape[2]
+        xp = tf.reshape(tf.stack([tf.gather(x, list(p), axis=1) for p in self.perms], axis=1),
+                        [-1, n, d])  # (W * n_perm, N, D)
         out = self.net(self._features(xp))[:, 0]
-        return tf.reduce_sum(tf.reshape(out, [len(self.perms), -1]), axis=0)
+        return tf.reduce_sum(tf.reshape(out, [-1, len(self.perms)]), axis=1)
 
     def signed_log(self, x):
         """x: (W, N, D) -> (None, log psi (W,))."""

@@ -30,6 +30,7 @@ from distvmc.lazytf import tf
 from distvmc.schema import Bool, Choice, Float, IntList
 from distvmc.systems.pairs import pair_indices
 from distvmc.wavefunctions.base import FACTORS, Factor
+from distvmc.wavefunctions.capture import per_sample
 from distvmc.wavefunctions.mlp import ACTIVATIONS, INITS, DeepSets, Stack
 
 
@@ -120,7 +121,8 @@ class PairNet(Factor):
         p = r2.shape[1]
         feats = tf.reshape(tf.stack([r2, s, tf.exp(-self.inv_b2 * r2)], axis=-1), [-1, 3])
         f = tf.reshape(self.net(feats)[:, 0], [-1, p])
-        return None, tf.reduce_sum(f - tf.exp(self.log_kappa) * s - self.gamma * tf.math.log(s), axis=1)
+        kappa, gamma = tf.exp(per_sample(self.log_kappa, x, 1)), per_sample(self.gamma, x, 1)
+        return None, tf.reduce_sum(f - kappa * s - gamma * tf.math.log(s), axis=1)
 
     def forward_laplacian(self, x):
         """log psi as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,)."""
@@ -151,7 +153,7 @@ class CMGaussian(Factor):
 
     def signed_log(self, x):
         d = relative(x)
-        return None, -tf.exp(self.log_beta) * tf.reduce_sum(d * d, axis=[1, 2])
+        return None, -tf.exp(per_sample(self.log_beta, x)) * tf.reduce_sum(d * d, axis=[1, 2])
 
     def forward_laplacian(self, x):
         """log psi as a FwdLap (:mod:`distvmc.forward_laplacian`): value (W, N, D) -> (W,)."""

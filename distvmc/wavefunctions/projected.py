@@ -17,6 +17,7 @@ psi = e^m (sign_phi e^{log|phi| - m} - sum_j c_j sign_j e^{log|psi_j| - m}).
 from __future__ import annotations
 
 from distvmc.lazytf import tf
+from distvmc.wavefunctions.capture import per_sample
 from distvmc.wavefunctions.wavefunction import Wavefunction
 
 
@@ -46,8 +47,9 @@ class ProjectedWavefunction(Wavefunction):
         m = tf.stop_gradient(tf.reduce_max(tf.stack([u for _, u in parts]), axis=0))
         s0, u0 = parts[0]
         val = s0 * tf.exp(u0 - m)
+        c = per_sample(self.c, x)  # (J,), or (W, J) for O
         for j, (s, u) in enumerate(parts[1:]):
-            val = val - self.c[j] * s * tf.exp(u - m)
+            val = val - c[..., j] * s * tf.exp(u - m)
         return val, m
 
     def __call__(self, x):

@@ -74,6 +74,7 @@ import numpy as np
 from distvmc.lazytf import tf
 from distvmc.schema import Choice, ConfigError, Int, IntList, OptionalFloatList
 from distvmc.wavefunctions.base import Factor, Module, register_factor
+from distvmc.wavefunctions.capture import per_sample
 from distvmc.wavefunctions.ferminet import FermiNetOrbitals, safe_norm
 from distvmc.wavefunctions.mlp import ACTIVATIONS
 
@@ -337,7 +338,7 @@ class EnvelopeOrbitals(Module):
         """
         r_c = tf.constant(self.centres, dtype=x.dtype)
         diff = x[:, :, None, :] - r_c  # (W, N, K, D)
-        z = tf.exp(self.log_exponents)  # (K, E)
+        z = tf.exp(per_sample(self.log_exponents, x, 1))  # (K, E), or (W, 1, K, E) for O
         if self.kind == "exponential":
             r = safe_norm(diff)  # (W, N, K)
         else:
@@ -346,7 +347,7 @@ class EnvelopeOrbitals(Module):
         out = []
         for i, e, t, c in self.basis:
             if (i, e) not in env:
-                env[i, e] = tf.exp(-z[i, e] * r[..., i])  # (W, N)
+                env[i, e] = tf.exp(-z[..., i, e] * r[..., i])  # (W, N)
             if t == "1":
                 poly = None
             elif t == "r":
@@ -409,7 +410,9 @@ class EnvelopeOrbitals(Module):
         chi = self.basis_values(x)
         out = []
         for (start, count), c in zip(blocks, self.coefficients):
-            phi = tf.einsum("wib,dbk->wdik", chi[:, start:start + count], c)
+            c = per_sample(c, x)  # (n_det, B, count), or (W, n_det, B, count) for O
+            eq = "wib,dbk->wdik" if c.shape.rank == 3 else "wib,wdbk->wdik"
+            phi = tf.einsum(eq, chi[:, start:start + count], c)
             out.append(phi)
         return out
 
@@ -462,7 +465,7 @@ class Slater(Factor):
             logdet = u if logdet is None else logdet + u
         if self.n_det == 1:
             return sign[:, 0], logdet[:, 0]
-        return signed_logsumexp(sign, logdet, self.weights)
+        return signed_logsumexp(sign, logdet, per_sample(self.weights, x))
 
     def forward_laplacian(self, x):
         """log|psi_det| as a FwdLap (:mod:`distvmc.forward_laplacian`): the seeded
