@@ -258,9 +258,7 @@ class GridEnergy(tf.Module):
         linear, so d(P psi) = P(psi O), and S is the Fubini-Study metric
         <dP psi|dP psi>/<P psi|P psi> - <dP psi|P psi><P psi|dP psi>/<P psi|P psi>^2.
         """
-        c = self.log_derivatives.chunk_size
-        g = self.grid.size
-        o = tf.concat([self.log_derivatives._jac(self.x[i:i + c]) for i in range(0, g, c)], axis=0)
+        o = tf.constant(self.log_derivatives(self.x), dtype=self.dtype)  # (G, P), chunked
         return self._metric_impl(o, psi_p, psi, norm)
 
 

@@ -129,7 +129,7 @@ class MonteCarloEnergy:
         h, s = cfg.hamiltonian, cfg.sampler
         self.local_energy = LocalEnergy(wf, system, h.laplacian, h.chunk_size, self.dtype, log=log,
                                         agree=comm.bcast_object)
-        self.log_derivatives = LogDerivatives(wf, h.chunk_size)
+        self.log_derivatives = LogDerivatives(wf, h.chunk_size, log=log)
         rng = np.random.default_rng(np.random.SeedSequence([seed, comm.rank, 1]))
         x0 = system.initial_walkers(rng, s.walkers, s.init_width)
         self.sampler = make_sampler(wf, x0, s.step, seed, comm, cfg, self.dtype)

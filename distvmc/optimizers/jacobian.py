@@ -1,9 +1,45 @@
-"""Per-sample log-derivatives O_k(x) = d log|psi(x)| / d theta_k."""
+"""Per-sample log-derivatives O_k(x) = d log|psi(x)| / d theta_k.
+
+Two ways to the same (S, P) matrix, whose columns are the flattened
+``wavefunction.parameters`` in order:
+
+``vmap``
+    ``tf.vectorized_map`` over samples of a per-sample gradient. General (any
+    factor), but it materializes O in TensorFlow through pfor's per-sample graph:
+    0.2 s for helium's 4096 x 4.7k.
+
+``outer``
+    One batched backward pass and per-layer outer products. Every network layer
+    goes through :func:`distvmc.wavefunctions.capture.linear` (``y = x W + b``);
+    while O is traced it records each call's input x and has the tape watch its
+    output y. The gradient G = d sum_s log|psi(x_s)| / d y of the batch is per
+    sample (walkers are independent), so
+
+        dW[s] = sum_r x[s, r]^T G[s, r],   db[s] = sum_r G[s, r]
+
+    (r: the particle, pair or permutation axes between the sample axis and the
+    features; all calls of a layer summed). TensorFlow returns only x and G; the
+    outer products are written straight into the NumPy result (``np.matmul`` into
+    a view of O's columns), so O is written once. Parameters outside such layers
+    (envelope exponents, Jastrow, kappa, projection coefficients, ...) get their
+    columns from ``vectorized_map`` restricted to them, which only differentiates
+    the part of psi they enter (graph pruning).
+
+``auto`` (default) is ``outer`` after a self-check: on its first call it
+compares the ``outer`` rows of the first few samples with plain per-sample
+gradients (batches of one) and falls back to ``vmap`` for good, saying so in
+one log line, when they differ by more than ``TOLERANCE`` relative to the
+largest |O| (a layer called on a non-sample-major layout, a layer's weights
+read outside ``linear``, samples coupled by the batch, ...) or when the
+``outer`` route fails to run.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+
+from distvmc.wavefunctions.capture import Recording
 
 
 def wavefunction_shape(wavefunction) -> tuple[int, int]:
@@ -12,6 +48,115 @@ def wavefunction_shape(wavefunction) -> tuple[int, int]:
 
 
 CHUNK_NUMBERS = 1 << 25  # at most 32M numbers (256 MB in float64) of O per compiled call
+METHODS = ("auto", "outer", "vmap")
+
+
+def _flat_gradient(wavefunction, variables):
+    """xi (N, D) -> d log|psi(xi)| / d variables, flattened and concatenated (P_v,)."""
+    def one(xi):
+        with tf.GradientTape() as tape:
+            u = wavefunction.log_abs(xi[None])[0]
+        g = tape.gradient(u, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return tf.concat([tf.reshape(gk, [-1]) for gk in g], axis=0)
+
+    return one
+
+
+class _Outer:
+    """The ``outer`` route: a traced function returning the per-layer factors, and the
+    NumPy assembly of O from them (see the module docstring).
+
+    The plan (which variables are captured, and the column ranges) is fixed when the
+    function is traced, on the first call.
+    """
+
+    def __init__(self, wavefunction, params, spec):
+        self.wf, self.params = wavefunction, params
+        self.columns = {}
+        k = 0
+        for v in params:
+            n = int(np.prod(v.shape))
+            self.columns[id(v)] = (k, k + n)
+            k += n
+        self.plan = None  # [("w", var) | ("block", var) | ("rest", [vars])], set at trace time
+        self.captured: list = []
+        self.rest: list = []
+        self.fn = tf.function(self._parts, input_signature=[spec], autograph=False)
+
+    def _parts(self, x):
+        s = tf.shape(x)[0]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            with Recording(tape, self.params) as rec:
+                total = tf.reduce_sum(self.wf.log_abs(x))
+        roles: dict[int, set] = {}
+        for c in rec.calls:
+            roles.setdefault(id(c.w), set()).add("w" if c.x is not None else "read")
+            if c.b is not None:
+                roles.setdefault(id(c.b), set()).add("b")
+        captured = [v for v in self.params
+                    if len(roles.get(id(v), ())) == 1 and id(v) not in rec.other]
+        ids = {id(v) for v in captured}
+        rest = [v for v in self.params if id(v) not in ids]
+        calls = [c for c in rec.calls if id(c.w) in ids or (c.b is not None and id(c.b) in ids)]
+        grads = tape.gradient(total, [c.y for c in calls],
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        factors: dict[int, list] = {}
+        for c, g in zip(calls, grads):
+            if c.x is None:  # a per_sample read: g is (S, 1, ..., *shape)
+                factors.setdefault(id(c.w), []).append(tf.reshape(g, [s, -1]))
+                continue
+            g = tf.reshape(g, [s, -1, g.shape[-1]])  # (S, R, n_out), sample-major
+            if id(c.w) in ids:
+                factors.setdefault(id(c.w), []).append((tf.reshape(c.x, [s, -1, c.x.shape[-1]]), g))
+            if c.b is not None and id(c.b) in ids:
+                factors.setdefault(id(c.b), []).append(tf.reduce_sum(g, axis=1))
+        outputs, plan = [], []
+        for v in captured:
+            f = factors[id(v)]
+            if roles[id(v)] == {"w"}:
+                outputs += [tf.concat([a for a, _ in f], axis=1) if len(f) > 1 else f[0][0],
+                            tf.concat([b for _, b in f], axis=1) if len(f) > 1 else f[0][1]]
+                plan.append(("w", v))
+            else:  # a bias or per_sample reads: the (S, size) block itself
+                outputs.append(tf.add_n(f))
+                plan.append(("block", v))
+        if rest:
+            outputs.append(tf.vectorized_map(_flat_gradient(self.wf, rest), x))
+            plan.append(("rest", rest))
+        self.plan, self.captured, self.rest = plan, captured, rest
+        return outputs
+
+    def trace(self):
+        """Trace the function (fixing the plan) without running it."""
+        self.fn.get_concrete_function()
+
+    def fill(self, out: np.ndarray, x) -> None:
+        """Write O of the samples x (S, N, D) into out (S, P) (a view is fine)."""
+        parts = self.fn(x)
+        s = out.shape[0]
+        i = 0
+        for kind, v in self.plan:
+            if kind == "w":
+                xs, gs = np.asarray(parts[i]), np.asarray(parts[i + 1])  # (S, R, in), (S, R, out)
+                i += 2
+                a, b = self.columns[id(v)]
+                view = out[:, a:b].reshape(s, *v.shape)
+                if xs.shape[1] == 1:
+                    np.multiply(xs[:, 0, :, None], gs[:, 0, None, :], out=view)
+                else:
+                    np.matmul(xs.transpose(0, 2, 1), gs, out=view)
+            elif kind == "block":
+                a, b = self.columns[id(v)]
+                out[:, a:b] = np.asarray(parts[i])
+                i += 1
+            else:
+                block = np.asarray(parts[i])
+                i += 1
+                k = 0
+                for w in v:
+                    a, b = self.columns[id(w)]
+                    out[:, a:b] = block[:, k:k + b - a]
+                    k += b - a
 
 
 class LogDerivatives:
@@ -19,43 +164,120 @@ class LogDerivatives:
 
     ``__call__(x)`` with x of shape (S, N, D) returns O of shape (S, P) as a
     float64 NumPy array, computing at most ``chunk_size`` rows (and at most
-    2^25 numbers) at a time. The
-    Jacobian is vectorized over samples (``tf.vectorized_map``) and the function
-    is traced once, not per iteration.
+    2^25 numbers) at a time. Each route's function is traced once, not per
+    iteration.
+
+    Args:
+      wavefunction: the :class:`~distvmc.wavefunctions.Wavefunction` (or any object
+        with ``parameters``, ``n_parameters``, ``config_shape`` and ``log_abs``).
+      chunk_size: most rows per compiled call.
+      method: ``auto`` (``outer`` after the self-check, else ``vmap``), ``outer``
+        (no self-check) or ``vmap``; see the module docstring.
+      log: where the one-line fallback note goes (``None``: nowhere).
+
+    Attributes:
+      method: the route in use: ``outer`` or ``vmap`` (``None`` until the first call
+        of ``auto`` decides).
+      fallback: why ``auto`` fell back to ``vmap`` (``None`` if it did not).
     """
 
-    def __init__(self, wavefunction, chunk_size: int = 16384):
+    TOLERANCE = {tf.float64: 1e-10, tf.float32: 1e-4}  # self-check, relative to max |O|
+    CHECK_ROWS = 8
+
+    def __init__(self, wavefunction, chunk_size: int = 16384, method: str = "auto", log=print):
+        if method not in METHODS:
+            raise ValueError(f"LogDerivatives method {method!r}: one of {', '.join(METHODS)}")
         self.wf = wavefunction
         self.chunk_size = chunk_size
+        self.log = log
         params = wavefunction.parameters
+        self.params = params
         self.n_parameters = wavefunction.n_parameters
-
-        spec = tf.TensorSpec([None] + list(wavefunction_shape(wavefunction)), params[0].dtype)
+        self.dtype = params[0].dtype
+        shape = list(wavefunction_shape(wavefunction))
+        self._spec = tf.TensorSpec([None] + shape, self.dtype)
+        self.requested = method
+        self.method = "vmap" if method == "vmap" else ("outer" if method == "outer" else None)
+        self.fallback: str | None = None
 
         # vectorized_map over samples of a per-sample gradient: the batched backward
         # pass costs O(S P). (tape.jacobian of the batched log|psi| costs O(S^2 P),
         # because each row's backward pass runs over the whole batch.)
-        @tf.function(input_signature=[spec])
-        def _jac(x):
-            def one(xi):
-                with tf.GradientTape() as tape:
-                    u = wavefunction.log_abs(xi[None])[0]
-                g = tape.gradient(u, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                return tf.concat([tf.reshape(gk, [-1]) for gk in g], axis=0)
+        self._jac = tf.function(lambda x: tf.vectorized_map(_flat_gradient(wavefunction, params), x),
+                                input_signature=[self._spec])
+        self._outer = _Outer(wavefunction, params, self._spec) if method != "vmap" else None
 
-            return tf.vectorized_map(one, x)
+    # -- routes ----------------------------------------------------------------
+    def _fill(self, out: np.ndarray, x) -> None:
+        if self.method == "outer":
+            self._outer.fill(out, x)
+        else:
+            out[...] = np.asarray(self._jac(x))
 
-        self._jac = _jac
+    def _reference(self, x) -> np.ndarray:
+        """O by plain per-sample gradients (batches of one sample), (S, P)."""
+        if not hasattr(self, "_one"):
+            one = _flat_gradient(self.wf, self.params)
+            self._one = tf.function(one, input_signature=[tf.TensorSpec(self._spec.shape[1:],
+                                                                        self.dtype)])
+        return np.stack([np.asarray(self._one(x[i])) for i in range(int(x.shape[0]))])
+
+    def _fall_back(self, reason: str) -> None:
+        self.method, self.fallback = "vmap", reason
+        if self.log is not None:
+            self.log(f"note: log-derivatives: outer-product route off ({reason}); "
+                     f"using vectorized_map")
+
+    def _decide(self, x) -> None:
+        """``auto``: check ``outer`` against per-sample gradients on the first rows of x."""
+        try:
+            self._outer.trace()
+        except Exception as e:  # noqa: BLE001  (any failure: the general route still works)
+            self._fall_back(f"tracing failed: {type(e).__name__}: {e}".splitlines()[0][:200])
+            return
+        if not self._outer.captured:
+            self.method = "vmap"  # no linear layers: outer would be vectorized_map anyway
+            return
+        rows = x[:self.CHECK_ROWS]
+        fast = np.empty((int(rows.shape[0]), self.n_parameters))
+        try:
+            self._outer.fill(fast, rows)
+        except Exception as e:  # noqa: BLE001
+            self._fall_back(f"failed: {type(e).__name__}: {e}".splitlines()[0][:200])
+            return
+        ref = self._reference(rows)
+        same = np.isfinite(ref) == np.isfinite(fast)
+        ok = np.isfinite(ref)
+        scale = float(np.max(np.abs(ref[ok]))) if ok.any() else 0.0
+        err = float(np.max(np.abs(fast[ok] - ref[ok]))) if ok.any() else 0.0
+        tol = self.TOLERANCE.get(self.dtype, 1e-10) * max(scale, np.finfo(np.float64).tiny)
+        if not same.all() or err > tol:
+            bad = [v.name for v in self._outer.captured
+                   if not np.allclose(*(o[:, slice(*self._outer.columns[id(v)])]
+                                        for o in (fast, ref)), rtol=0.0, atol=tol)]
+            self._fall_back(f"self-check on {rows.shape[0]} samples: max |difference| "
+                            f"{err:.1e} against max |O| {scale:.1e}"
+                            + (f"; differing: {', '.join(bad[:4])}" if bad else ""))
+            return
+        self.method = "outer"
 
     def __call__(self, x) -> np.ndarray:
         """O (S, P) as a float64 NumPy array that this call owns (writeable, C order).
 
         Rows are computed ``chunk_size`` at a time straight into the result, so the
-        peak memory is O itself plus one chunk (not two copies of O)."""
+        peak memory is O itself plus one chunk's intermediates."""
         x = tf.convert_to_tensor(x)
         s = int(x.shape[0])
         out = np.empty((s, self.n_parameters), dtype=np.float64)
         rows = max(1, min(self.chunk_size, CHUNK_NUMBERS // max(self.n_parameters, 1)))
+        if self.method is None and s > 0:
+            self._decide(x)
         for i in range(0, s, rows):
-            out[i:i + rows] = self._jac(x[i:i + rows]).numpy()
+            if self.method == "outer" and self.requested == "auto":
+                try:
+                    self._fill(out[i:i + rows], x[i:i + rows])
+                    continue
+                except tf.errors.InvalidArgumentError as e:  # e.g. a layout that stops reshaping
+                    self._fall_back(f"failed: {type(e).__name__}: {e}".splitlines()[0][:200])
+            self._fill(out[i:i + rows], x[i:i + rows])
         return out
