@@ -220,8 +220,10 @@ class Driver:
         delta, info = self.preconditioner.direction(grad, o.shift * self.shift_scale)
         update = lr * delta
         norm = float(np.linalg.norm(update))
+        rec["clipped"] = 0
         if o.max_update_norm is not None and norm > o.max_update_norm:
             update *= o.max_update_norm / norm
+            rec["clipped"] = 1
         if np.all(np.isfinite(update)):
             self.wf.set_flat(self.wf.get_flat() - update)
             self.objective.after_update()
@@ -259,10 +261,24 @@ class Driver:
         """Iterate until ``target`` iterations are done (a resumed run does the rest) or a
         deterministic objective has converged. ``hooks`` are called with every record."""
         self.objective.prepare()
+        start = len(self.history)
         while self.iteration < target and not self.converged:
             rec = self.step()
             for hook in hooks:
                 hook(rec)
+        self._clipping_note(self.history[start:])
+
+    def _clipping_note(self, recs: list) -> None:
+        """Say so when max_update_norm cut (nearly) every update: the steps then all have
+        that length whatever the SR direction's size, so lr and lr_decay did nothing."""
+        clipped = [r["clipped"] for r in recs if "clipped" in r]
+        if len(clipped) < 50 or np.mean(clipped) < 0.9:
+            return
+        o = self.cfg.optimizer
+        self.log(f"note: optimizer.max_update_norm = {o.max_update_norm:g} shortened "
+                 f"{100 * np.mean(clipped):.0f}% of the last {len(clipped)} updates, so every "
+                 f"step had that length and lr / lr_decay had no effect; to let the step "
+                 f"shrink, raise optimizer.shift (now {o.shift:g}) or lower optimizer.lr")
 
 
 class Progress:

@@ -14,7 +14,7 @@ import yaml
 from distvmc.config import ConfigError
 
 HISTORY_FIELDS = ["iteration", "energy", "energy_err", "variance", "tau", "acceptance",
-                  "step", "lr", "update_norm", "solve", "nonfinite", "seconds",
+                  "step", "lr", "update_norm", "clipped", "solve", "nonfinite", "seconds",
                   "t_sample", "t_eloc", "t_optimizer", "t_jacobian", "t_overlap", "t_solve"]
 
 

@@ -217,3 +217,22 @@ def test_parameters_that_differ_between_ranks_stop_the_run():
     changed[3] = np.nextafter(changed[3], 2.0)  # one ulp on one parameter
     with pytest.raises(RuntimeError, match=r"parameters differ between ranks .*ranks \[1\]"):
         parameters_agree(job, TwoRanks(changed))
+
+
+def test_updates_cut_by_max_update_norm_are_recorded_and_reported(tmp_path, hydrogen_run):
+    """history.csv marks each clipped update; when nearly all were clipped the log says that
+    lr had no effect (measured: every pionless run so far was clipped at every iteration)."""
+    out = tmp_path / "clip"
+    r = cli("run", f"{CONFIGS}/harmonic_oscillator.yaml", "--out", str(out),
+            "optimizer.iterations=50", "optimizer.max_update_norm=1e-7",
+            "sampler.walkers=128", "evaluation.samples=2000")
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(out / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 50 and all(row["clipped"] == "1" for row in rows)
+    assert all(float(row["update_norm"]) == pytest.approx(1e-7) for row in rows)
+    assert "shortened 100% of the last 50 updates" in r.stdout + r.stderr
+    free, log = hydrogen_run  # no max_update_norm: nothing clipped, no note
+    with open(free / "history.csv") as f:
+        assert {row["clipped"] for row in csv.DictReader(f)} == {"0"}
+    assert "shortened" not in log.stdout + log.stderr
