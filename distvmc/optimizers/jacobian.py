@@ -252,7 +252,9 @@ class LogDerivatives:
         err = float(np.max(np.abs(fast[ok] - ref[ok]))) if ok.any() else 0.0
         tol = self.TOLERANCE.get(self.dtype, 1e-10) * max(scale, np.finfo(np.float64).tiny)
         if not same.all() or err > tol:
-            bad = [v.name for v in self._outer.captured
+            index = {id(v): i for i, v in enumerate(self.params)}
+            bad = [f"parameter {index[id(v)]} ({v.name.split(':')[0]}, shape {tuple(v.shape)})"
+                   for v in self._outer.captured
                    if not np.allclose(*(o[:, slice(*self._outer.columns[id(v)])]
                                         for o in (fast, ref)), rtol=0.0, atol=tol)]
             self._fall_back(f"self-check on {rows.shape[0]} samples: max |difference| "
