@@ -131,3 +131,15 @@ def test_auto_walker_groups_follow_cores_ranks_and_walkers(monkeypatch):
     assert n == 2 and "2 rank(s) on this node" in why
     monkeypatch.setattr(tf.config.threading, "get_inter_op_parallelism_threads", lambda: 1)
     assert sm.auto_walker_groups(4096)[0] == 1
+
+
+def test_two_walker_groups_sample_the_hydrogen_ground_state_density():
+    """|psi|^2 = exp(-2r) (hydrogen 1s): <r> = 1.5 exactly, sampled by two walker groups."""
+    x0 = np.random.default_rng(1).standard_normal((512, 1, 3))
+    s = MetropolisSampler(lambda x: -tf.sqrt(tf.reduce_sum(x * x, axis=[1, 2])), x0, 1.0,
+                          stream_key(7, 0), SingleProcess(), walker_groups=2)
+    s.thermalize(300)
+    xs, acc = s.sample(1000, 5)
+    st = stats.summarize(np.linalg.norm(xs, axis=-1).mean(axis=2))
+    assert abs(st.mean - 1.5) < 4 * st.error and st.error < 0.003, (st.mean, st.error)
+    assert 0.4 < acc < 0.6
