@@ -132,7 +132,7 @@ class MonteCarloEnergy:
         self.log_derivatives = LogDerivatives(wf, h.chunk_size, log=log)
         rng = np.random.default_rng(np.random.SeedSequence([seed, comm.rank, 1]))
         x0 = system.initial_walkers(rng, s.walkers, s.init_width)
-        self.sampler = make_sampler(wf, x0, s.step, seed, comm, cfg, self.dtype)
+        self.sampler = make_sampler(wf, x0, s.step, seed, comm, cfg, self.dtype, log=log)
         self.thermalized = False
 
     @property
