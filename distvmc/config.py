@@ -142,8 +142,16 @@ SCHEMA: dict[str, Any] = {
                                   "needs 11 steps, Jacobi 50-61, because F = <O E> lies in the "
                                   "large eigenvalues of S that Jacobi scales down",
                                   ["none", "jacobi"]),
+        "momentum": Float(0.0, "SR momentum mu in [0, 1) (SPRING, NetKet's momentum): solve "
+                          "(S + shift) delta_k = F + shift mu delta_(k-1), i.e. shrink delta towards "
+                          "mu times the previous direction instead of 0; every solver, same delta. "
+                          "0: plain SR", min=0.0, max=1.0, open_max=True),
         "max_update_norm": Float(None, "clip the norm of lr*delta to this value", optional=True,
                                  min=0.0, open_min=True),
+        "max_update_norm_decay": Bool(False, "shrink max_update_norm on lr's schedule, to "
+                                      "max_update_norm / (1 + lr_decay t): when (nearly) every "
+                                      "update is clipped, as in MeV-scale runs, this is what lets "
+                                      "the step shrink"),
         "beta1": Float(0.9, "Adam beta1", min=0.0, max=1.0, open_max=True),
         "beta2": Float(0.999, "Adam beta2", min=0.0, max=1.0, open_max=True),
         "epsilon": Float(1e-8, "Adam epsilon", min=0.0, open_min=True),

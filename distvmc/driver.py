@@ -221,8 +221,11 @@ class Driver:
         update = lr * delta
         norm = float(np.linalg.norm(update))
         rec["clipped"] = 0
-        if o.max_update_norm is not None and norm > o.max_update_norm:
-            update *= o.max_update_norm / norm
+        cap = o.max_update_norm
+        if cap is not None and o.max_update_norm_decay:
+            cap = cap / (1.0 + o.lr_decay * self.iteration)
+        if cap is not None and norm > cap:
+            update *= cap / norm
             rec["clipped"] = 1
         if np.all(np.isfinite(update)):
             self.wf.set_flat(self.wf.get_flat() - update)
@@ -275,10 +278,15 @@ class Driver:
         if len(clipped) < 50 or np.mean(clipped) < 0.9:
             return
         o = self.cfg.optimizer
+        if o.max_update_norm_decay:
+            self.log(f"note: optimizer.max_update_norm shortened {100 * np.mean(clipped):.0f}% "
+                     f"of the last {len(clipped)} updates: the steps followed its decay, not lr")
+            return
         self.log(f"note: optimizer.max_update_norm = {o.max_update_norm:g} shortened "
                  f"{100 * np.mean(clipped):.0f}% of the last {len(clipped)} updates, so every "
                  f"step had that length and lr / lr_decay had no effect; to let the step "
-                 f"shrink, raise optimizer.shift (now {o.shift:g}) or lower optimizer.lr")
+                 f"shrink, lower optimizer.lr (now {o.lr:g}) or set "
+                 f"optimizer.max_update_norm_decay")
 
 
 class Progress:

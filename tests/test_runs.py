@@ -232,6 +232,17 @@ def test_updates_cut_by_max_update_norm_are_recorded_and_reported(tmp_path, hydr
     assert len(rows) == 50 and all(row["clipped"] == "1" for row in rows)
     assert all(float(row["update_norm"]) == pytest.approx(1e-7) for row in rows)
     assert "shortened 100% of the last 50 updates" in r.stdout + r.stderr
+    decayed = tmp_path / "decay"  # the cap on lr's schedule: max_update_norm / (1 + lr_decay t)
+    r = cli("run", f"{CONFIGS}/harmonic_oscillator.yaml", "--out", str(decayed),
+            "optimizer.iterations=50", "optimizer.max_update_norm=1e-7", "optimizer.lr_decay=0.5",
+            "optimizer.max_update_norm_decay=true", "sampler.walkers=128",
+            "evaluation.samples=2000")
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(decayed / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(row["update_norm"]) for row in rows] == pytest.approx(
+        [1e-7 / (1 + 0.5 * t) for t in range(50)], rel=1e-9)
+    assert "the steps followed its decay" in r.stdout + r.stderr
     free, log = hydrogen_run  # no max_update_norm: nothing clipped, no note
     with open(free / "history.csv") as f:
         assert {row["clipped"] for row in csv.DictReader(f)} == {"0"}
