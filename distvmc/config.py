@@ -264,6 +264,10 @@ def _cross_checks(c: dict) -> None:
     _statistics_check(c)
     _grid_checks(c)
     pretrain_check(c)
+    o = c["optimizer"]
+    if o["momentum"] > 0 and o["type"] != "sr":
+        raise ConfigError(f"optimizer.momentum = {o['momentum']!r} is SR's (SPRING) momentum but "
+                          f"optimizer.type = {o['type']!r}; Adam's momentum is optimizer.beta1")
 
 
 def _statistics_check(c: dict) -> None:

@@ -49,6 +49,36 @@ Solvers (``optimizer.solver``):
   auto         dense when P <= 2000; otherwise samplespace on one rank when
                n <= 1024 and n < P, else cg (see :meth:`SR.choose_solver`).
 
+Momentum (``optimizer.momentum`` = mu, SPRING): Goldshlager, Abrahamsen and
+Lin, "A Kaczmarz-inspired approach to accelerate the optimization of neural
+network wavefunctions" (J. Comput. Phys. 2024, arXiv:2401.10190). With
+A = O / sqrt(n) and eps' = E / sqrt(n) (centred, as here), their step is
+
+    delta_k = A^T (A A^T + eps 1)^-1 (eps' - mu A delta_(k-1)) + mu delta_(k-1),
+
+NetKet's ``VMC_SR(..., momentum=mu)`` computes the same. By the push-through
+identity it is the minimiser of |A delta - eps'|^2 + eps |delta - mu delta_(k-1)|^2,
+i.e. the shift pulls delta towards mu delta_(k-1) instead of towards 0:
+
+    (S + eps 1) delta_k = F + eps mu delta_(k-1).
+
+distvmc implements that one definition in every solver: samplespace in the
+form above (local energies E - mu O delta_(k-1), then + mu delta_(k-1)), and
+dense, cg, the Woodbury form and an explicit metric with the force
+F + eps mu delta_(k-1); so all solvers give the same delta_k (tests/test_spring.py).
+Only S's null space and small eigenvalues (|lambda| <~ eps) remember the old
+direction: there delta_k ~ mu delta_(k-1) + new, which is what helps when
+n < P (most directions are unresolved by one iteration's samples); along S's
+large eigenvalues delta_k is the plain SR step. delta_(k-1) is the solver's
+previous delta exactly as returned, before the learning rate and the
+``max_update_norm`` clip (as SPRING's and NetKet's "previous update"), with no
+normalisation: the driver steps lr_k delta_k, so a persistent direction moves up
+to lr / (1 - mu) per iteration, and lr_decay and the clip act on the whole
+accumulated step. delta_(k-1) is optimizer state (``state()``: rewinds, step
+control and checkpoints restart bit for bit); the first iteration (or a
+non-finite delta_(k-1)) uses none. Default mu = 0 (plain SR); see
+``optimizer.momentum`` for what it gave on helium.
+
 Dense and samplespace fall back if Cholesky fails: the shift is raised
 tenfold (twice), then an eigenvalue pseudo-inverse is used. CG that stops at
 its iteration cap returns its iterate and says so; a CG breakdown (non-finite
@@ -127,8 +157,9 @@ SAMPLESPACE_MAX_SAMPLES = 1024  # auto, one rank: below this the n x n kernel be
 class SR:
     """Stochastic reconfiguration on one communicator.
 
-    State: the previous CG direction (the warm start), part of every
-    snapshot and checkpoint; empty until CG has run.
+    State: the previous direction delta_(k-1) (CG's warm start, and the
+    momentum term when ``momentum`` > 0), part of every snapshot and
+    checkpoint; empty until CG or momentum has used it.
     """
 
     needs_metric = True
@@ -139,7 +170,8 @@ class SR:
         self.n_parameters = n_parameters
         self.log = log
         self.timings: dict[str, float] = {}  # seconds per phase of the last direction
-        self.previous: np.ndarray | None = None  # last CG delta (P,), identical on every rank
+        self.previous: np.ndarray | None = None  # last delta (P,), identical on every rank
+        self.momentum = float(getattr(cfg, "momentum", 0.0) or 0.0)  # SPRING's mu
         self._logged_choice: str | None = None
 
     def state(self) -> dict:
@@ -179,31 +211,50 @@ class SR:
             self._logged_choice = solver
         return solver
 
+    def _momentum_term(self) -> np.ndarray | None:
+        """mu delta_(k-1) (P,), identical on every rank; None without momentum or a usable
+        previous delta (first iteration, or a non-finite one)."""
+        prev = self.previous
+        if self.momentum <= 0.0 or prev is None or prev.shape != (self.n_parameters,) \
+                or not np.all(np.isfinite(prev)):
+            return None
+        return self.momentum * prev
+
     def direction(self, g: Gradient, shift: float) -> tuple[np.ndarray, dict]:
-        """The SR direction delta (P,), identical on every rank, and solve info."""
+        """The SR direction delta (P,), identical on every rank, and solve info.
+
+        With momentum mu > 0 it solves (S + shift) delta = F + shift mu delta_(k-1)
+        (SPRING; see the module docstring) and keeps delta as the next delta_(k-1).
+        """
         t0 = time.perf_counter()
         self.timings = {}
         solver = self.choose_solver(g.n, g.o is None)
         info: dict = {"solver": solver}
+        m = self._momentum_term()
         if g.o is None:  # explicit metric and force (grid quadrature)
             if self.comm.is_root:
-                delta, how = solve_shifted(np.array(g.metric, dtype=np.float64),
-                                           np.asarray(g.force, dtype=np.float64), shift)
+                f = np.asarray(g.force, dtype=np.float64)
+                if m is not None:
+                    f = f + shift * m
+                delta, how = solve_shifted(np.array(g.metric, dtype=np.float64), f, shift)
             else:
                 delta, how = np.empty(self.n_parameters), ""
             delta = self.comm.bcast(delta)
             self.timings["solve"] = time.perf_counter() - t0
         elif solver == "dense":
-            delta, how = self._dense(g, shift, t0)
+            delta, how = self._dense(g, shift, t0, m)
         elif solver == "cg":
-            delta, how = self._cg(g, shift, info)
+            delta, how = self._cg(g, shift, info, m)
         else:
-            delta, how = self._samplespace(g, shift)
+            delta, how = self._samplespace(g, shift, m)
+        if self.momentum > 0.0:
+            self.previous = delta.copy()
+            info["momentum"] = m is not None
         info["solve"] = how
         return delta, info
 
     # -- dense --------------------------------------------------------------
-    def _dense(self, g: Gradient, shift: float, t0: float):
+    def _dense(self, g: Gradient, shift: float, t0: float, m=None):
         s_loc = g.o.T @ g.o
         f_loc = g.o.T @ g.e
         t1 = time.perf_counter()
@@ -214,6 +265,8 @@ class SR:
             f = f_sum / g.n
             if g.extra is not None:
                 f = f + g.extra
+            if m is not None:
+                f = f + shift * m
             delta, how = solve_shifted(s_sum, f, shift)
         else:
             delta, how = np.empty(self.n_parameters), ""
@@ -222,7 +275,7 @@ class SR:
         return delta, how
 
     # -- conjugate gradient -------------------------------------------------
-    def _cg(self, g: Gradient, shift: float, info: dict):
+    def _cg(self, g: Gradient, shift: float, info: dict, m=None):
         """CG (optionally Jacobi-preconditioned) on (S + shift) x = F, matrix-free, warm-started."""
         c = self.cfg
         t_comm = 0.0
@@ -243,6 +296,8 @@ class SR:
         f = sums[0] / g.n
         if g.extra is not None:
             f = f + g.extra
+        if m is not None:
+            f = f + shift * m  # the breakdown retry (shift x10) keeps this force
         diag = sums[1] / g.n if jacobi else None
         s_x0 = sums[-1] / g.n if warm else None
         for attempt, eps in enumerate((shift, shift * 10)):
@@ -331,17 +386,25 @@ class SR:
         return x, it, res, ok, t_comm
 
     # -- sample space -------------------------------------------------------
-    def _samplespace(self, g: Gradient, shift: float):
+    def _samplespace(self, g: Gradient, shift: float, m=None):
+        """Momentum m = mu delta_(k-1): push-through with E - O m, then + m (SPRING's
+        form); Woodbury with F + shift m (the same delta)."""
         t0 = time.perf_counter()
         comm = self.comm
+        # this rank's local energies, less O m for momentum (O m is per sample)
+        e = g.e if m is None or g.extra is not None else g.e - g.o @ m
         if comm.size == 1:
             t = g.o @ g.o.T
             t1 = time.perf_counter()
             if g.extra is None:  # F = O^T E / n: push-through identity
-                y, how = solve_shifted(t, g.e, shift * g.n)
+                y, how = solve_shifted(t, e, shift * g.n)
                 delta = g.o.T @ y
+                if m is not None:
+                    delta = delta + m
             else:  # Woodbury with A = O / sqrt(n): (A^T A + eps)^-1 F
                 f = g.o.T @ g.e / g.n + g.extra
+                if m is not None:
+                    f = f + shift * m
                 y, how = solve_shifted(t / g.n, g.o @ f / np.sqrt(g.n), shift)
                 delta = (f - g.o.T @ y / np.sqrt(g.n)) / shift
             self.timings.update(overlap=t1 - t0, solve=time.perf_counter() - t1)
@@ -352,7 +415,7 @@ class SR:
         lo, hi = cuts[comm.rank], cuts[comm.rank + 1]
         t = time.perf_counter()
         blocks = comm.alltoall([g.o[:, cuts[s]:cuts[s + 1]] for s in range(comm.size)])
-        e_all = comm.allgather(np.asarray(g.e, dtype=np.float64))
+        e_all = comm.allgather(np.asarray(e, dtype=np.float64))
         t_comm += time.perf_counter() - t
         o_mine = np.vstack(blocks)  # (n, P_r): every sample, this rank's parameters
         del blocks
@@ -361,6 +424,8 @@ class SR:
             parts = [kernel]
         else:
             f_mine = o_mine.T @ e_all / g.n + g.extra[lo:hi]
+            if m is not None:
+                f_mine = f_mine + shift * m[lo:hi]
             parts = [kernel, o_mine @ f_mine]
         t1 = time.perf_counter()
         sums = comm.allreduce_many(parts)
@@ -381,6 +446,8 @@ class SR:
         else:
             d_mine = (f_mine - o_mine.T @ y / np.sqrt(g.n)) / shift
         delta = comm.allgather(d_mine)
+        if m is not None and g.extra is None:
+            delta = delta + m  # the same m and delta on every rank: the same bits
         t_comm += time.perf_counter() - t3
         self.timings.update(allreduce=t_comm, solve=time.perf_counter() - t0 - t_comm)
         return delta, how
