@@ -13,11 +13,12 @@ equivalence: every rank builds the same wavefunction and the same global set of
   (the SingleProcess communicator) on all of X. It first checks the
   Communicator contract (shapes, dtypes, sums, rank 0's data) on the backend.
 bitwise: a few real VMC iterations (sampling, local energies, SR step with
-  SOLVER, default dense); every rank reports the SHA-256 of its parameter
-  bytes after every iteration.
+  SOLVER, default dense; SOLVER+momentum adds optimizer.momentum = 0.9); every
+  rank reports the SHA-256 of its parameter bytes after every iteration.
 solvers: the same global samples as ``equivalence``; the 2-rank direction of
-  every SR solver (dense, cg, samplespace; with and without an extra force)
-  against the 1-rank dense direction on all samples, computed on rank 0.
+  every SR solver (dense, cg, samplespace; with and without an extra force;
+  without and with momentum from a given previous delta) against the 1-rank
+  dense direction on all samples, computed on rank 0.
 """
 
 from __future__ import annotations
@@ -165,25 +166,31 @@ def solvers(backend: str) -> dict:
     extra = np.random.default_rng(8).standard_normal(p) * 0.05
     shift = 1e-3
 
-    def direction(o, e, c, solver, ex):
+    previous = np.random.default_rng(9).standard_normal(p) * 0.5  # SPRING's delta_(k-1)
+
+    def direction(o, e, c, solver, ex, momentum=0.0):
         first = c.allreduce(np.concatenate([o.sum(axis=0), [e.sum(), float(len(e))]]))
         nn = first[-1]
         g = Gradient(o=o - first[:-2] / nn, e=e - first[-2] / nn, n=nn, extra=ex)
         sc = SimpleNamespace(solver=solver, cg_tol=1e-12, cg_maxiter=2000,
-                             cg_precondition="jacobi")
-        return SR(sc, c, p, log=None).direction(g, shift)
+                             cg_precondition="jacobi", momentum=momentum)
+        sr = SR(sc, c, p, log=None)
+        if momentum:
+            sr.set_state({"previous_delta": previous})
+        return sr.direction(g, shift)
 
     out = {"rank": comm.rank, "backend": comm.name, "size": comm.size, "n_parameters": p,
            "samples": int(len(e_all)), "sha": {}, "rel_diff": {}, "solve": {}}
     for solver in ("dense", "cg", "samplespace"):
         for ex in (None, extra):
-            key = solver + ("+extra" if ex is not None else "")
-            d2, info = direction(o_all[rows], e_all[rows], comm, solver, ex)
-            out["sha"][key] = _sha(d2)
-            out["solve"][key] = info["solve"]
-            if comm.rank == 0:
-                d1, _ = direction(o_all, e_all, SingleProcess(), "dense", ex)
-                out["rel_diff"][key] = float(np.linalg.norm(d2 - d1) / np.linalg.norm(d1))
+            for mu in (0.0, 0.9):  # without and with momentum (SPRING)
+                key = solver + ("+extra" if ex is not None else "") + ("+momentum" if mu else "")
+                d2, info = direction(o_all[rows], e_all[rows], comm, solver, ex, mu)
+                out["sha"][key] = _sha(d2)
+                out["solve"][key] = info["solve"]
+                if comm.rank == 0:
+                    d1, _ = direction(o_all, e_all, SingleProcess(), "dense", ex, mu)
+                    out["rel_diff"][key] = float(np.linalg.norm(d2 - d1) / np.linalg.norm(d1))
     return out
 
 
@@ -196,12 +203,14 @@ ALPHA = ["sampler.walkers=64", "sampler.thermalization=20", "sampler.sweeps_per_
 
 def bitwise(backend: str, solver: str = "dense", iterations: int = 4,
             system: str = "hydrogen") -> dict:
+    solver, _, momentum = solver.partition("+")
+    extra = [f"optimizer.solver={solver}"] + (["optimizer.momentum=0.9"] if momentum else [])
     if system == "alpha":
         path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
                             "alpha.yaml")
-        cfg, comm, driver = _setup(backend, [f"optimizer.solver={solver}"], path, ALPHA)
+        cfg, comm, driver = _setup(backend, extra, path, ALPHA)
     else:
-        cfg, comm, driver = _setup(backend, [f"optimizer.solver={solver}"])
+        cfg, comm, driver = _setup(backend, extra)
     iterations = int(iterations)
     initial = _sha(driver.wf.get_flat())
     hashes, mismatches, energies = [], [], []
