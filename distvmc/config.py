@@ -143,9 +143,11 @@ SCHEMA: dict[str, Any] = {
                                   "large eigenvalues of S that Jacobi scales down",
                                   ["none", "jacobi"]),
         "momentum": Float(0.0, "SR momentum mu in [0, 1) (SPRING, NetKet's momentum): solve "
-                          "(S + shift) delta_k = F + shift mu delta_(k-1), i.e. shrink delta towards "
-                          "mu times the previous direction instead of 0; every solver, same delta. "
-                          "0: plain SR", min=0.0, max=1.0, open_max=True),
+                          "(S + shift) delta_k = F + shift mu delta_(k-1), i.e. shrink delta "
+                          "towards mu times the previous direction instead of 0; every solver, "
+                          "same delta. 0: plain SR. Helium, samplespace, 200 iterations: "
+                          "0.9-0.99 gave 3-30x lower variance, the same energy within 1e-4 Ha",
+                          min=0.0, max=1.0, open_max=True),
         "max_update_norm": Float(None, "clip the norm of lr*delta to this value", optional=True,
                                  min=0.0, open_min=True),
         "max_update_norm_decay": Bool(False, "shrink max_update_norm on lr's schedule, to "

@@ -56,9 +56,10 @@ A = O / sqrt(n) and eps' = E / sqrt(n) (centred, as here), their step is
 
     delta_k = A^T (A A^T + eps 1)^-1 (eps' - mu A delta_(k-1)) + mu delta_(k-1),
 
-NetKet's ``VMC_SR(..., momentum=mu)`` computes the same. By the push-through
-identity it is the minimiser of |A delta - eps'|^2 + eps |delta - mu delta_(k-1)|^2,
-i.e. the shift pulls delta towards mu delta_(k-1) instead of towards 0:
+NetKet's kernel-space (NTK) SR update with ``momentum=mu`` computes the same.
+By the push-through identity it is the minimiser of
+|A delta - eps'|^2 + eps |delta - mu delta_(k-1)|^2, i.e. the shift pulls delta
+towards mu delta_(k-1) instead of towards 0:
 
     (S + eps 1) delta_k = F + eps mu delta_(k-1).
 
@@ -76,8 +77,19 @@ normalisation: the driver steps lr_k delta_k, so a persistent direction moves up
 to lr / (1 - mu) per iteration, and lr_decay and the clip act on the whole
 accumulated step. delta_(k-1) is optimizer state (``state()``: rewinds, step
 control and checkpoints restart bit for bit); the first iteration (or a
-non-finite delta_(k-1)) uses none. Default mu = 0 (plain SR); see
-``optimizer.momentum`` for what it gave on helium.
+non-finite delta_(k-1)) uses none.
+
+Measured on helium (configs/helium.yaml with solver samplespace: n = 2048 <
+P = 4482, lr 0.05, lr_decay 0.004, shift 1e-3; 200 iterations, 2e5
+evaluation samples, seeds 0 and 1): mu = 0, 0.8, 0.9 and 0.99 all end at the
+exact -2.903724 within 1e-4 Ha (each within 1.1 sigma of it), so momentum did
+not measurably lower the final energy; it lowered the variance of E_L 3-30x
+(mu = 0: 1.2-1.8e-3; 0.8: 6.3e-4; 0.9: 3.3-3.5e-4; 0.99: 0.6-1.3e-4 Ha^2).
+After 50 iterations mu = 0.99 was 5.7(2.2)e-4 and 0.8(2.2)e-4 Ha below mu = 0
+(the two seeds) with 5-9x lower variance. No instability: no rewinds, and the
+largest update (iteration 5) was 1.8x plain SR's at mu = 0.99. The default
+stays mu = 0 (the energy gain is not established, and 0 keeps every existing
+run's trajectory); 0.9-0.99 is a reasonable choice with samplespace.
 
 Dense and samplespace fall back if Cholesky fails: the shift is raised
 tenfold (twice), then an eigenvalue pseudo-inverse is used. CG that stops at
