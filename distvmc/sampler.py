@@ -113,6 +113,7 @@ class MetropolisSampler(tf.Module):
         self.step = tf.Variable(float(step) if np.ndim(step) == 0 else float(np.mean(step)),
                                 dtype=dtype, name="step")
         self.key = tf.constant(key, dtype=tf.int64)
+        self._key_int = int(key) & 0xFFFFFFFFFFFFFFFF  # seeds the NumPy chunks (no device read)
         self.counter = tf.Variable(0, dtype=tf.int64, name="counter")
         self.refresh()
 
@@ -211,24 +212,24 @@ class MetropolisSampler(tf.Module):
         per_sweep = int(np.prod(self.x.shape)) + w
         cap = max(1, self.CHUNK_NUMBERS // per_sweep)
         if n_sweeps <= cap:  # whole blocks per call
-            per_call, inner, blocks = max(1, min(n_measure, cap // n_sweeps)), n_sweeps, n_measure
+            per_call, inner = max(1, min(n_measure, cap // n_sweeps)), n_sweeps
         else:  # each block in equal calls of <= cap sweeps, the last possibly shorter
-            per_call, inner, blocks = 1, -(-n_sweeps // -(-n_sweeps // cap)), n_measure
+            per_call, inner = 1, -(-n_sweeps // -(-n_sweeps // cap))
         length = per_call * inner
         x, logp = self.x.read_value(), self.logp.read_value()
         step = self.step.read_value()
         acc = tf.zeros([w], tf.int64)
         records = []
         if n_sweeps <= cap:
-            for first in range(0, blocks, per_call):
-                nb = min(per_call, blocks - first)
+            for first in range(0, n_measure, per_call):
+                nb = min(per_call, n_measure - first)
                 z, log_u = self._random_chunk(first * n_sweeps, nb * inner, length)
                 rec, x, logp, a = self._grouped(x, logp, z, log_u, step, tf.constant(nb),
                                                 tf.constant(inner), inner)
                 records.append(rec[:nb])
                 acc += a
         else:
-            for m in range(blocks):
+            for m in range(n_measure):
                 left = n_sweeps
                 while left > 0:
                     k = min(inner, left)
@@ -252,7 +253,7 @@ class MetropolisSampler(tf.Module):
         shape = tuple(self.x.shape)
         start = int(self.counter.numpy()) + int(first)
         gen = np.random.Generator(np.random.SFC64(np.random.SeedSequence(
-            [int(self.key.numpy()) & 0xFFFFFFFFFFFFFFFF, start, 0x5EED])))
+            [self._key_int, start, 0x5EED])))
         z = np.zeros((length,) + shape)
         log_u = np.zeros((length, shape[0]))
         gen.standard_normal(out=z[:count])
