@@ -28,6 +28,8 @@ it, while the centre of mass no longer diffuses away (tests/test_nuclei.py).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import tensorflow as tf
 
@@ -42,6 +44,31 @@ def stream_key(seed: int, rank: int, purpose: int = 0) -> int:
 
 LOCAL_SIZE_VARIABLES = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "HOROVOD_LOCAL_SIZE",
                         "SLURM_NTASKS_PER_NODE")
+
+
+_RANDOM_POOL: ThreadPoolExecutor | None = None
+
+
+def _random_pool() -> ThreadPoolExecutor:
+    """One background thread for drawing the next chunk's random numbers (NumPy's
+    generators release the GIL, so the draw overlaps the compiled sweeps)."""
+    global _RANDOM_POOL
+    if _RANDOM_POOL is None:
+        _RANDOM_POOL = ThreadPoolExecutor(1, thread_name_prefix="distvmc-random")
+    return _RANDOM_POOL
+
+
+def numpy_chunk(key: int, start: int, count: int, length: int, shape: tuple, dtype):
+    """Standard normals (length, *shape) and log-uniforms (length, shape[0]) of the
+    sweeps start ... start + count - 1 of stream ``key`` (rows from count on are 0).
+    A pure function of its arguments: SFC64 seeded by SeedSequence([key, start, 0x5EED])."""
+    gen = np.random.Generator(np.random.SFC64(np.random.SeedSequence([key, start, 0x5EED])))
+    z = np.zeros((length,) + tuple(shape), dtype=np.float64)
+    log_u = np.zeros((length, shape[0]), dtype=np.float64)
+    gen.standard_normal(out=z[:count])
+    gen.random(out=log_u[:count])
+    np.log(log_u[:count], out=log_u[:count])
+    return z.astype(dtype, copy=False), log_u.astype(dtype, copy=False)
 
 
 def auto_walker_groups(walkers: int) -> tuple[int, str]:
@@ -115,6 +142,11 @@ class MetropolisSampler(tf.Module):
         self.key = tf.constant(key, dtype=tf.int64)
         self._key_int = int(key) & 0xFFFFFFFFFFFFFFFF  # seeds the NumPy chunks (no device read)
         self.counter = tf.Variable(0, dtype=tf.int64, name="counter")
+        # moves "all": the next chunk's random numbers are drawn in a background
+        # thread while the current chunk's sweeps run (keyed by its stream position,
+        # so a prefetch that does not match the next request is simply dropped)
+        self.prefetch = True
+        self._pending: dict = {}
         self.refresh()
 
     @property
@@ -216,51 +248,63 @@ class MetropolisSampler(tf.Module):
         else:  # each block in equal calls of <= cap sweeps, the last possibly shorter
             per_call, inner = 1, -(-n_sweeps // -(-n_sweeps // cap))
         length = per_call * inner
+        # the calls' (first sweep, sweeps) in order; their random numbers are drawn
+        # one call ahead
+        if n_sweeps <= cap:
+            calls = [(first * n_sweeps, min(per_call, n_measure - first) * inner)
+                     for first in range(0, n_measure, per_call)]
+        else:
+            calls = [(m * n_sweeps + done, min(inner, n_sweeps - done))
+                     for m in range(n_measure) for done in range(0, n_sweeps, inner)]
+        base = int(self.counter.numpy())
         x, logp = self.x.read_value(), self.logp.read_value()
         step = self.step.read_value()
         acc = tf.zeros([w], tf.int64)
         records = []
-        if n_sweeps <= cap:
-            for first in range(0, n_measure, per_call):
-                nb = min(per_call, n_measure - first)
-                z, log_u = self._random_chunk(first * n_sweeps, nb * inner, length)
+        for k, (first, count) in enumerate(calls):
+            z, log_u = self._random_chunk(base + first, count, length)
+            if self.prefetch:  # the next call's numbers, or the next sample()'s first
+                nxt = (calls[k + 1] if k + 1 < len(calls)
+                       else (n_measure * n_sweeps + calls[0][0], calls[0][1]))
+                self._request(base + nxt[0], nxt[1], length)
+            if n_sweeps <= cap:
+                nb = count // inner
                 rec, x, logp, a = self._grouped(x, logp, z, log_u, step, tf.constant(nb),
                                                 tf.constant(inner), inner)
                 records.append(rec[:nb])
-                acc += a
-        else:
-            for m in range(n_measure):
-                left = n_sweeps
-                while left > 0:
-                    k = min(inner, left)
-                    z, log_u = self._random_chunk(m * n_sweeps + (n_sweeps - left), k, length)
-                    _, x, logp, a = self._grouped(x, logp, z, log_u, step, tf.constant(1),
-                                                  tf.constant(k), inner)
-                    acc += a
-                    left -= k
-                records.append(x[None])
+            else:
+                _, x, logp, a = self._grouped(x, logp, z, log_u, step, tf.constant(1),
+                                              tf.constant(count), inner)
+                if (first + count) % n_sweeps == 0:
+                    records.append(x[None])
+            acc += a
         self.x.assign(x)
         self.logp.assign(logp)
         self.counter.assign_add(n_measure * n_sweeps)
         return tf.concat(records, axis=0), acc
 
-    def _random_chunk(self, first: int, count: int, length: int):
+    def _request(self, start: int, count: int, length: int) -> None:
+        """Start drawing the random numbers of sweeps start ... in the background."""
+        spec = (start, count, length)
+        if spec not in self._pending:
+            self._pending = {k: v for k, v in self._pending.items() if k[0] >= start - count}
+            self._pending[spec] = _random_pool().submit(
+                numpy_chunk, self._key_int, start, count, length, tuple(self.x.shape),
+                self.x.dtype.as_numpy_dtype)
+
+    def _random_chunk(self, start: int, count: int, length: int):
         """Standard normals (length, W, N, D) and log-uniforms (length, W) for the sweeps
-        counter + first ... counter + first + count - 1 (rows beyond count are zero: a
-        call's arrays keep one shape, so its loop compiles once). Drawn by NumPy's
-        SFC64 seeded with (key, counter + first): the stream is a function of the
-        sweep counter, so checkpoints stay exact."""
-        shape = tuple(self.x.shape)
-        start = int(self.counter.numpy()) + int(first)
-        gen = np.random.Generator(np.random.SFC64(np.random.SeedSequence(
-            [self._key_int, start, 0x5EED])))
-        z = np.zeros((length,) + shape)
-        log_u = np.zeros((length, shape[0]))
-        gen.standard_normal(out=z[:count])
-        gen.random(out=log_u[:count])
-        np.log(log_u[:count], out=log_u[:count])
-        dtype = self.x.dtype.as_numpy_dtype
-        return tf.constant(z.astype(dtype, copy=False)), tf.constant(log_u.astype(dtype, copy=False))
+        start ... start + count - 1 of this rank's stream (rows beyond count are zero: a
+        call's arrays keep one shape, so its loop compiles once): :func:`numpy_chunk`,
+        taken from the background draw when one was requested. The stream is a function
+        of the sweep counter, so checkpoints stay exact."""
+        fut = self._pending.pop((start, count, length), None)
+        if fut is not None:
+            z, log_u = fut.result()
+        else:
+            z, log_u = numpy_chunk(self._key_int, start, count, length, tuple(self.x.shape),
+                                   self.x.dtype.as_numpy_dtype)
+        return tf.constant(z), tf.constant(log_u)
 
     @property
     def group_bounds(self) -> tuple:

@@ -114,6 +114,26 @@ def test_blocks_split_over_several_calls_sample_correctly_and_restore_exactly():
     np.testing.assert_array_equal(b.sample(150, 10)[0], xs)
 
 
+def test_background_draws_change_no_chain_and_are_used():
+    """The next call's random numbers are drawn in a background thread; the chains are
+    bitwise those drawn in the foreground, for whole and for split blocks, across
+    sample() calls, and after a state restore that makes a prefetch stale."""
+    for numbers in (None, 7 * (300 * 2 * 3 + 300)):  # whole blocks; blocks split 4 + 6
+        a, b = make_groups(2), make_groups(2)
+        b.prefetch = False
+        if numbers:
+            a.CHUNK_NUMBERS = b.CHUNK_NUMBERS = numbers
+        a.thermalize(20)
+        b.thermalize(20)
+        state = a.state()
+        for _ in range(2):
+            np.testing.assert_array_equal(a.sample(6, 10)[0], b.sample(6, 10)[0])
+        assert a._pending and not b._pending  # the next sample()'s first call is on its way
+        a.set_state(state)  # back: the pending draw no longer matches the stream position
+        b.set_state(state)
+        np.testing.assert_array_equal(a.sample(6, 10)[0], b.sample(6, 10)[0])
+
+
 def test_auto_walker_groups_follow_cores_ranks_and_walkers(monkeypatch):
     import os
 
