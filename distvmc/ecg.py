@@ -223,6 +223,9 @@ def main(argv=None) -> int:
     ap.add_argument("--b-max", type=float, default=None,
                     help="largest pair width in fm (default 40 for A = 2, else 12)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save", metavar="FILE", default=None,
+                    help="write the Gaussians and coefficients (.npz) for a wavefunction "
+                         "factor {type: gaussian_sum, file: FILE}")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     ecg = PionlessECG(args.nucleons, args.cutoff)
@@ -235,7 +238,17 @@ def main(argv=None) -> int:
     svm.refine(args.refine, log=log)
     print(f"E <= {svm.energy:.6f} MeV ({len(svm.mats)} functions, "
           f"{time.perf_counter() - t0:.0f} s)")
+    if args.save:
+        save(args.save, svm, args.cutoff)
+        print(f"saved {args.save}")
     return 0
+
+
+def save(path: str, svm: SVM, cutoff: int) -> None:
+    """The basis and ground-state coefficients as .npz (read by the gaussian_sum factor)."""
+    mats, coef = svm.state()
+    np.savez(path, matrices=mats, coefficients=coef, nucleons=svm.ecg.a, cutoff=cutoff,
+             energy=svm.energy)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from distvmc.ecg import HBAR2_OVER_M, SVM, PionlessECG, internal_basis, log_psi
 from distvmc.systems.pionless import CONSTANTS, default_alpha, potential
 from test_nuclei import deuteron_radial
 
+CONFIGS = __import__("os").path.join(__import__("os").path.dirname(__file__), "..", "configs")
+
 
 def _random_gaussian(ecg, rng):
     return ecg.matrix(1.0 / rng.uniform(0.4, 1.5, len(ecg.pairs)) ** 2)
@@ -80,3 +82,44 @@ def test_energy_never_rises_as_the_basis_grows_and_psi_is_the_gaussian_sum():
             psi += coef[k] * np.linalg.det(2 * mats[k]) ** 0.75 * np.exp(
                 -0.5 * np.einsum("wac,ab,wbc->w", xp, m, xp))
     assert np.allclose(np.log(np.abs(psi)), lp, atol=1e-10)
+
+
+def _triton_basis(tmp_path, k=12):
+    from distvmc.ecg import save
+
+    svm = SVM(PionlessECG(3), trials=16, seed=0)
+    svm.grow(k)
+    svm.refine(1)
+    path = str(tmp_path / "triton.npz")
+    save(path, svm, 4)
+    return svm, path
+
+
+def test_vmc_of_the_gaussian_sum_factor_equals_its_analytic_energy(tmp_path):
+    """The whole engine (re-centred Metropolis, E_L with the exact Laplacian, the
+    pionless potential, the evaluation's error bar) on a correlated-Gaussian triton:
+    its energy is known in closed form."""
+    import distvmc
+
+    svm, path = _triton_basis(tmp_path)
+    res = distvmc.run(f"{CONFIGS}/triton.yaml",
+                      {"wavefunction.factors": [{"type": "gaussian_sum", "file": path}],
+                       "optimizer.iterations": 0, "sampler.walkers": 1024,
+                       "evaluation.samples": 300000, "checkpoint.every": 0},
+                      out=str(tmp_path / "t"))
+    print(f"VMC {res.energy:.4f} +- {res.energy_err:.4f}, analytic {svm.energy:.4f} MeV")
+    assert abs(res.energy - svm.energy) < 4 * res.energy_err
+    assert res.energy_err < 0.02
+
+
+def test_gaussian_sum_factor_refuses_a_missing_file_and_the_wrong_nucleus(tmp_path):
+    from distvmc import config
+    from distvmc.schema import ConfigError
+
+    with pytest.raises(ConfigError, match="no such file"):
+        config.load(f"{CONFIGS}/triton.yaml",
+                    ["wavefunction.factors=[{type: gaussian_sum, file: /nonexistent.npz}]"])
+    _, path = _triton_basis(tmp_path, k=3)
+    with pytest.raises(ConfigError, match="holds Gaussians for 3 nucleons"):
+        config.load(f"{CONFIGS}/alpha.yaml",
+                    [f"wavefunction.factors=[{{type: gaussian_sum, file: {path}}}]"])

@@ -17,6 +17,10 @@ pionless EFT and for A <= 4 the spin-isospin part carries the antisymmetry).
     trainable power: smooth at r_ij = 0 (no cusp: the potential is smooth) and
     able to take the deuteron's tail exp(-kappa r) / r (kappa = 0.23 fm^-1).
 ``cm_gaussian``: log psi = -beta sum_i |x_i - x_cm|^2 (beta > 0, trainable).
+``gaussian_sum``: log |sum_k c_k S exp(-1/2 sum_{i<j} a^k_ij r_ij^2)|, the permutation-
+    symmetrized correlated Gaussians of a file written by ``python -m distvmc.ecg
+    --save FILE`` (:mod:`distvmc.ecg`), with the coefficients c_k trainable: a
+    near-exact start for A <= 4 that network factors multiply.
 
 Registered with ``translation_invariant=True``: with the ``pionless`` potential
 the sampler re-centres walkers by default (``sampler.recentre``).
@@ -27,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from distvmc.lazytf import tf
-from distvmc.schema import Bool, Choice, Float, IntList
+from distvmc.schema import Bool, Choice, ConfigError, Float, IntList, Str
 from distvmc.systems.pairs import pair_indices
 from distvmc.wavefunctions.base import FACTORS, Factor
 from distvmc.wavefunctions.capture import per_sample
@@ -169,3 +173,81 @@ FACTORS.register("pair_net", PAIR_FIELDS, PairNet, translation_invariant=True,
                  doc="a network of r_ij summed over pairs (nuclei)")
 FACTORS.register("cm_gaussian", CM_GAUSSIAN_FIELDS, CMGaussian, translation_invariant=True,
                  doc="Gaussian confinement about the centre of mass")
+
+
+GAUSSIAN_SUM_FIELDS = {
+    "file": Str(None, "correlated Gaussians written by python -m distvmc.ecg --save FILE "
+                "(.npz; relative: to the working directory; the resolved config records it "
+                "absolute)", required=True),
+    "trainable": Bool(True, "optimize the coefficients c_k"),
+}
+
+
+def _read_gaussians(path: str, key: str) -> dict:
+    import os
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"{key}.file = {path!r}: no such file (write one with python -m "
+                          f"distvmc.ecg --save FILE)")
+    try:
+        with np.load(path) as z:
+            data = {k: z[k] for k in ("matrices", "coefficients", "nucleons")}
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one line
+        raise ConfigError(f"{key}.file = {path!r}: not a distvmc.ecg basis ({e})") from None
+    k, n = data["coefficients"].shape[0], int(data["nucleons"]) - 1
+    if data["matrices"].shape != (k, n, n):
+        raise ConfigError(f"{key}.file = {path!r}: matrices of shape "
+                          f"{data['matrices'].shape}, expected ({k}, {n}, {n})")
+    return data
+
+
+def _check_gaussian_sum(item: dict, config: dict, key: str) -> None:
+    import os
+
+    item["file"] = os.path.abspath(os.path.expanduser(item["file"]))
+    data = _read_gaussians(item["file"], key)
+    a = config["system"]["particles"]
+    if int(data["nucleons"]) != a or config["system"]["dim"] != 3:
+        raise ConfigError(f"{key}.file = {item['file']!r} holds Gaussians for "
+                          f"{int(data['nucleons'])} nucleons in 3D, but the system has {a} "
+                          f"particles in {config['system']['dim']}D")
+
+
+class GaussianSum(Factor):
+    """log |sum_t w_t exp(-1/2 sum_c y_c^T B_t y_c)| over Gaussians k and permutations q
+    (t = (k, q), B_t = Q_q^T A_k Q_q, w_t = c_k det(2 A_k)^(3/4)), y = U x the internal
+    coordinates; x: (W, N, 3) -> (None, (W,))."""
+
+    def __init__(self, system, cfg, rng=None, dtype=None, name="gaussian_sum"):
+        from distvmc.ecg import PionlessECG, internal_basis
+
+        dtype = dtype or tf.float64
+        self.name = name
+        data = _read_gaussians(cfg.file, "gaussian_sum")
+        a = int(data["nucleons"])
+        perms = PionlessECG(a).perms
+        mats = np.einsum("qki,mkl,qlj->mqij", perms, data["matrices"], perms)
+        self._u = tf.constant(internal_basis(a), dtype=dtype)
+        self._b = tf.constant(mats.reshape((-1,) + mats.shape[2:]), dtype=dtype)  # (K q, n, n)
+        self._q = len(perms)
+        norm = np.linalg.det(2 * data["matrices"]) ** 0.75
+        coef = data["coefficients"] * norm
+        scale = float(np.max(np.abs(coef)))
+        self._scale = scale  # c_k are trained relative to the largest
+        if cfg.trainable:
+            self.coefficients = tf.Variable(coef / scale, dtype=dtype, name="coefficients")
+        else:
+            self.coefficients = tf.constant(coef / scale, dtype=dtype)
+
+    def signed_log(self, x):
+        y = tf.einsum("ia,wac->wic", self._u, x)  # (W, n, 3)
+        quad = tf.einsum("wic,tij,wjc->wt", y, self._b, y)  # (W, K q)
+        low = tf.stop_gradient(tf.reduce_min(quad, axis=1, keepdims=True))
+        w = tf.repeat(self.coefficients, self._q)  # (K q,)
+        psi = tf.reduce_sum(w * tf.exp(-0.5 * (quad - low)), axis=1)
+        return None, tf.math.log(tf.abs(psi)) - 0.5 * low[:, 0]
+
+
+FACTORS.register("gaussian_sum", GAUSSIAN_SUM_FIELDS, GaussianSum, translation_invariant=True,
+                 check=_check_gaussian_sum,
+                 doc="symmetrized correlated Gaussians from python -m distvmc.ecg (nuclei)")
