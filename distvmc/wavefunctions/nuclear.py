@@ -250,8 +250,12 @@ class GaussianSum(Factor):
     def forward_laplacian(self, x):
         """log psi as a FwdLap (:mod:`distvmc.forward_laplacian`). Each exponent
         h_t = -1/2 sum_c y_c^T B_t y_c is quadratic in the seeded coordinates (y = U x,
-        J_k y constant): J_k h_t = -(B_t y) . J_k y and L h_t = -sum_k (J_k y)^T B_t (J_k y),
-        then the signed log-sum-exp rule; nothing of size (tangents x Gaussians x n x 3)."""
+        J_k y constant): J_k h_t = -(B_t y) . J_k y, |J h_t|^2 = (B_t y)^T M (B_t y) with
+        M = sum_k J_k y (J_k y)^T, L h_t = -sum_k (J_k y)^T B_t (J_k y). With the signed
+        weights p_t = w_t e^{h_t} / psi (the signed log-sum-exp rule):
+        J_k log|psi| = -(sum_t p_t B_t y) . J_k y and
+        L log|psi| = sum_t p_t (L h_t + |J h_t|^2) - |J log|psi||^2.
+        Memory per walker: Gaussians x n x 3 numbers, no tangent axis."""
         from distvmc import forward_laplacian as fl
 
         if x.lap is not None or x.jac.shape[0] != 1:  # not the seeded coordinates
@@ -259,11 +263,19 @@ class GaussianSum(Factor):
         y = tf.einsum("ia,wac->wic", self._u, x.value)  # (W, n, 3)
         jy = tf.einsum("ia,kac->kic", self._u, x.jac[0])  # (K, n, 3)
         by = tf.einsum("tij,wjc->wtic", self._b, y)  # (W, T, n, 3)
-        h = fl.FwdLap(-0.5 * tf.einsum("wic,wtic->wt", y, by),
-                      -tf.einsum("wtic,kic->wkt", by, jy),
-                      -tf.einsum("kic,tij,kjc->t", jy, self._b, jy)[None])
+        h = -0.5 * tf.einsum("wic,wtic->wt", y, by)
+        lap_h = -tf.einsum("kic,tij,kjc->t", jy, self._b, jy)  # (T,)
+        grad2_h = tf.einsum("wtic,icjd,wtjd->wt", by, tf.einsum("kic,kjd->icjd", jy, jy), by)
         w = tf.repeat(self.coefficients, self._q)
-        return fl.signed_logsumexp(tf.sign(w) + 0.0 * h.value, h, tf.abs(w))
+        m = tf.stop_gradient(tf.reduce_max(h, axis=1, keepdims=True))
+        terms = w * tf.exp(h - m)
+        total = tf.reduce_sum(terms, axis=1)
+        nonzero = tf.not_equal(total, 0.0)[:, None]
+        p = tf.where(nonzero, terms / tf.where(nonzero, total[:, None], tf.ones_like(terms)),
+                     tf.zeros_like(terms))
+        jac = -tf.einsum("wic,kic->wk", tf.einsum("wt,wtic->wic", p, by), jy)
+        lap = tf.reduce_sum(p * (lap_h + grad2_h), axis=1) - tf.reduce_sum(jac * jac, axis=1)
+        return fl.FwdLap(m[:, 0] + tf.math.log(tf.abs(total)), jac, lap)
 
 
 FACTORS.register("gaussian_sum", GAUSSIAN_SUM_FIELDS, GaussianSum, translation_invariant=True,
