@@ -24,7 +24,7 @@ best of ``trials`` random candidates (pair widths 1/sqrt(a_ij) log-uniform in
 [b_min, b_max] fm), and refinement sweeps replace a function when a random
 candidate lowers the energy. The energy is an upper bound that decreases as
 the basis grows: that is the point of it. It equals the deuteron's radial
-solve to better than 0.1 keV with 30 functions (tests/test_ecg.py).
+solve to 0.1 keV with 18 functions (tests/test_ecg.py).
 
     python -m distvmc.ecg --nucleons 3 --basis 120 [--cutoff 4] [--seed 0]
 """
@@ -38,7 +38,6 @@ import sys
 import time
 
 import numpy as np
-import scipy.linalg
 
 from distvmc.config import UNITS
 from distvmc.systems.pionless import CONSTANTS, default_alpha
@@ -189,14 +188,13 @@ class SVM:
                 log(f"  refinement {sweep + 1}: E = {self.energy:.6f} MeV")
         return self.energy
 
-
     def state(self) -> tuple[np.ndarray, np.ndarray]:
         """The Gaussians' matrices (K, n, n) and the ground state's coefficients (K,),
         scaled so the normalized Gaussians sum to the wavefunction."""
         w, v = np.linalg.eigh(self.s)
         keep = w > 1e-11 * w[-1]
         t = v[:, keep] / np.sqrt(w[keep])
-        e, u = np.linalg.eigh(t.T @ self.h @ t)
+        _, u = np.linalg.eigh(t.T @ self.h @ t)
         c = t @ u[:, 0]
         return self.mats.copy(), c * np.sign(np.sum(c))
 

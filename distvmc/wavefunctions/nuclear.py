@@ -28,6 +28,8 @@ the sampler re-centres walkers by default (``sampler.recentre``).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from distvmc.lazytf import tf
@@ -184,8 +186,6 @@ GAUSSIAN_SUM_FIELDS = {
 
 
 def _read_gaussians(path: str, key: str) -> dict:
-    import os
-
     if not os.path.isfile(path):
         raise ConfigError(f"{key}.file = {path!r}: no such file (write one with python -m "
                           f"distvmc.ecg --save FILE)")
@@ -202,8 +202,6 @@ def _read_gaussians(path: str, key: str) -> dict:
 
 
 def _check_gaussian_sum(item: dict, config: dict, key: str) -> None:
-    import os
-
     item["file"] = os.path.abspath(os.path.expanduser(item["file"]))
     data = _read_gaussians(item["file"], key)
     a = config["system"]["particles"]
@@ -232,8 +230,7 @@ class GaussianSum(Factor):
         self._q = len(perms)
         norm = np.linalg.det(2 * data["matrices"]) ** 0.75
         coef = data["coefficients"] * norm
-        scale = float(np.max(np.abs(coef)))
-        self._scale = scale  # c_k are trained relative to the largest
+        scale = float(np.max(np.abs(coef)))  # c_k are trained relative to the largest
         if cfg.trainable:
             self.coefficients = tf.Variable(coef / scale, dtype=dtype, name="coefficients")
         else:
