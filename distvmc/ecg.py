@@ -79,6 +79,10 @@ class PionlessECG:
         # permutations as orthogonal maps of the internal coordinates: r -> P r
         self.perms = np.array([u @ eye[list(p)] @ u.T for p in itertools.permutations(range(a))])
 
+    def permuted(self, mats: np.ndarray) -> np.ndarray:
+        """Every permutation of each Gaussian: (m, n, n) -> (m, A!, n, n), Q^T A Q."""
+        return np.einsum("qki,mkl,qlj->mqij", self.perms, mats, self.perms)
+
     def matrix(self, widths: np.ndarray) -> np.ndarray:
         """A (n, n) of the Gaussian with pair coefficients a_ij (pairs,) in fm^-2."""
         return np.einsum("p,pi,pj->ij", widths, self.w, self.w)
@@ -86,7 +90,7 @@ class PionlessECG:
     def elements(self, a: np.ndarray, bs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Overlaps and Hamiltonian elements of the normalized Gaussian A (n, n) with
         the symmetrized normalized Gaussians B (m, n, n): two arrays (m,)."""
-        bp = np.einsum("qki,mkl,qlj->mqij", self.perms, bs, self.perms)  # (m, q, n, n)
+        bp = self.permuted(bs)  # (m, q, n, n)
         cm = a + bp
         cinv = np.linalg.inv(cm)
         ov = (np.sqrt(np.linalg.det(2 * a) * np.linalg.det(2 * bs))[:, None]
@@ -130,16 +134,14 @@ class SVM:
         return self.ecg.matrix(1.0 / b**2)
 
     def _trial(self, a, k=None):
-        """(energy, row of S, row of H) with A replacing function k (None: appended)."""
-        mats = self.mats if k is None else np.delete(self.mats, k, axis=0)
-        s_row, h_row = self.ecg.elements(a, np.concatenate([mats, a[None]]))
+        """(energy, S, H) with A replacing function k (None: appended); energy inf when
+        A nearly duplicates a function already there."""
+        keep = np.arange(len(self.mats)) if k is None else np.delete(np.arange(len(self.mats)), k)
+        s, h = self.s[np.ix_(keep, keep)], self.h[np.ix_(keep, keep)]
+        s_row, h_row = self.ecg.elements(a, np.concatenate([self.mats[keep], a[None]]))
         s_self = s_row[-1]
-        if len(mats) and np.max(np.abs(s_row[:-1]) / np.sqrt(
-                s_self * np.delete(np.diag(self.s), k) if k is not None
-                else s_self * np.diag(self.s))) > self.max_overlap:
+        if len(keep) and np.max(np.abs(s_row[:-1]) / np.sqrt(s_self * np.diag(s))) > self.max_overlap:
             return math.inf, None, None  # nearly a duplicate: ill-conditions S
-        s = np.delete(np.delete(self.s, k, 0), k, 1) if k is not None else self.s
-        h = np.delete(np.delete(self.h, k, 0), k, 1) if k is not None else self.h
         s = np.block([[s, s_row[:-1, None]], [s_row[None, :-1], s_self]])
         h = np.block([[h, h_row[:-1, None]], [h_row[None, :-1], h_row[-1]]])
         try:
@@ -197,18 +199,6 @@ class SVM:
         _, u = np.linalg.eigh(t.T @ self.h @ t)
         c = t @ u[:, 0]
         return self.mats.copy(), c * np.sign(np.sum(c))
-
-
-def log_psi(ecg: PionlessECG, mats: np.ndarray, coef: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """log|psi(x)| of sum_k coef_k S g_k (normalized Gaussians) at positions x (W, A, 3)."""
-    u = internal_basis(ecg.a)
-    y = np.einsum("ia,wac->wic", u, x)  # (W, n, 3)
-    bp = np.einsum("qki,mkl,qlj->mqij", ecg.perms, mats, ecg.perms)
-    quad = np.einsum("wic,mqij,wjc->wmq", y, bp, y)
-    norm = np.linalg.det(2 * mats) ** 0.75  # normalized Gaussians (up to a constant)
-    terms = np.exp(-0.5 * quad)  # (W, K, q)
-    psi = np.einsum("wmq,m->w", terms, coef * norm)
-    return np.log(np.abs(psi))
 
 
 def main(argv=None) -> int:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from distvmc.ecg import HBAR2_OVER_M, SVM, PionlessECG, internal_basis, log_psi
+from distvmc.ecg import HBAR2_OVER_M, SVM, PionlessECG, internal_basis, save
 from distvmc.systems.pionless import CONSTANTS, default_alpha, potential
 from test_nuclei import deuteron_radial
 
@@ -58,22 +59,40 @@ def test_deuteron_from_18_gaussians_equals_the_radial_solve(lam):
     assert exact - 1e-6 < e < exact + 1e-4  # above the exact energy, within 0.1 keV
 
 
-def test_energy_never_rises_as_the_basis_grows_and_psi_is_the_gaussian_sum():
+def _factor(path):
+    """The gaussian_sum factor of a saved basis."""
+    from distvmc.wavefunctions.nuclear import GaussianSum
+
+    class Item:
+        file, trainable = path, True
+
+    return GaussianSum(None, Item())
+
+
+def test_energy_never_rises_as_the_basis_grows_and_the_factor_is_the_gaussian_sum(tmp_path):
+    import itertools
+
     ecg = PionlessECG(3)
     svm = SVM(ecg, trials=6, seed=3)
     energies = [svm.grow(k) for k in (4, 8, 12)]
     assert energies[0] >= energies[1] >= energies[2]
     assert energies[2] < -7.0  # the triton is bound by about 7.8 MeV
+    save(str(tmp_path / "b.npz"), svm, 4)
+    factor = _factor(str(tmp_path / "b.npz"))
     mats, coef = svm.state()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(5, 3, 3))
+
+    def log_psi(y):
+        return factor.signed_log(tf.constant(y))[1].numpy()
+
     # log|psi| is invariant under a common shift and under swapping two nucleons
-    lp = log_psi(ecg, mats, coef, x)
-    assert np.allclose(log_psi(ecg, mats, coef, x + np.array([0.3, -1.0, 2.0])), lp, atol=1e-12)
-    assert np.allclose(log_psi(ecg, mats, coef, x[:, [1, 0, 2]]), lp, atol=1e-12)
-    # and equals the explicit sum over Gaussians and permutations
+    lp = log_psi(x)
+    assert np.allclose(log_psi(x + np.array([0.3, -1.0, 2.0])), lp, atol=1e-12)
+    assert np.allclose(log_psi(x[:, [1, 0, 2]]), lp, atol=1e-12)
+    # and, up to the factor's constant normalization, equals the explicit sum over
+    # Gaussians and permutations
     u = internal_basis(3)
-    import itertools
     psi = np.zeros(5)
     for k in range(len(mats)):
         m = u.T @ mats[k] @ u  # particle-space form
@@ -81,12 +100,11 @@ def test_energy_never_rises_as_the_basis_grows_and_psi_is_the_gaussian_sum():
             xp = x[:, list(p)]
             psi += coef[k] * np.linalg.det(2 * mats[k]) ** 0.75 * np.exp(
                 -0.5 * np.einsum("wac,ab,wbc->w", xp, m, xp))
-    assert np.allclose(np.log(np.abs(psi)), lp, atol=1e-10)
+    offset = np.log(np.abs(psi)) - lp
+    assert np.allclose(offset, offset[0], rtol=0, atol=1e-10)
 
 
 def _triton_basis(tmp_path, k=12):
-    from distvmc.ecg import save
-
     svm = SVM(PionlessECG(3), trials=16, seed=0)
     svm.grow(k)
     svm.refine(1)
@@ -128,18 +146,10 @@ def test_gaussian_sum_factor_refuses_a_missing_file_and_the_wrong_nucleus(tmp_pa
 def test_gaussian_sum_forward_laplacian_equals_hessian(tmp_path):
     """The factor's forward rule (quadratic exponents, signed log-sum-exp) against the
     Hessian of its log, with unequal mass weights; and parameter gradients agree."""
-    import tensorflow as tf
-
     from distvmc import forward_laplacian as fl
     from distvmc.hamiltonian import grad_and_diag_hessian
-    from distvmc.wavefunctions.nuclear import GaussianSum
-
     _, path = _triton_basis(tmp_path, k=5)
-
-    class Item:
-        file, trainable = path, True
-
-    f = GaussianSum(None, Item())
+    f = _factor(path)
     f.coefficients.assign(f.coefficients * np.array([1.0, -0.3, 0.5, 2.0, -0.1]))  # signs
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(7, 3, 3)))

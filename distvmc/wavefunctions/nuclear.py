@@ -223,11 +223,10 @@ class GaussianSum(Factor):
         self.name = name
         data = _read_gaussians(cfg.file, "gaussian_sum")
         a = int(data["nucleons"])
-        perms = PionlessECG(a).perms
-        mats = np.einsum("qki,mkl,qlj->mqij", perms, data["matrices"], perms)
+        mats = PionlessECG(a).permuted(data["matrices"])  # (K, q, n, n)
         self._u = tf.constant(internal_basis(a), dtype=dtype)
         self._b = tf.constant(mats.reshape((-1,) + mats.shape[2:]), dtype=dtype)  # (K q, n, n)
-        self._q = len(perms)
+        self._q = mats.shape[1]
         norm = np.linalg.det(2 * data["matrices"]) ** 0.75
         coef = data["coefficients"] * norm
         scale = float(np.max(np.abs(coef)))  # c_k are trained relative to the largest
