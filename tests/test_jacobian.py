@@ -11,7 +11,11 @@ Facts checked here:
   returns the right O, when a layer is called on a non-sample-major layout, when a
   layer's weights are also read outside it, and when the capture is made wrong;
 - parameters outside captured layers (a plug-in factor) take the general route;
-- chunking, tracing once, the methods' names.
+- chunking, tracing once, the methods' names;
+- ``tensor()`` (O as a float64 tf.Tensor) equals ``__call__`` to 1e-12 on every case
+  above, for both routes and in chunks (bitwise for vmap), puts the general-route
+  columns interleaved between captured ones in place, decides ``auto`` by itself and
+  falls back like ``__call__``.
 """
 
 import numpy as np
@@ -288,3 +292,92 @@ def test_float32_wavefunction():
     o = auto(x)
     assert o.dtype == np.float64 and auto.method == "outer"
     _assert_same(o, LogDerivatives(wf, method="vmap")(x), tol=1e-4)
+    _assert_same_tensor(auto.tensor(x), o, tol=1e-6)  # float64, cast from float32
+
+
+# -- tensor(): O as a device-resident tf.Tensor -----------------------------------------
+
+def _assert_same_tensor(t, ref, tol=1e-12):
+    assert isinstance(t, tf.Tensor) and t.dtype == tf.float64
+    assert tuple(t.shape) == ref.shape
+    _assert_same(t.numpy(), ref, tol=tol)
+
+
+def _check_tensor_routes(wf, x, chunk_size=3):
+    """tensor(x) against __call__(x) for both routes, chunks smaller than the batch."""
+    outer = LogDerivatives(wf, chunk_size=chunk_size, method="outer")
+    _assert_same_tensor(outer.tensor(x), outer(x))
+    vmap = LogDerivatives(wf, chunk_size=chunk_size, method="vmap")
+    t = vmap.tensor(x)
+    _assert_same_tensor(t, vmap(x))
+    np.testing.assert_array_equal(t.numpy(), vmap(x))  # the same compiled function: bitwise
+    assert outer.method == "outer" and vmap.method == "vmap"
+    return outer
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_tensor_equals_call_for_bundled_ansatzes(name):
+    path, overrides = CASES[name]
+    system, wf, cfg = _build(path, overrides)
+    _check_tensor_routes(wf, _walkers(system, cfg, n=8))
+
+
+def test_tensor_projected_excited_state():
+    system, trial, cfg = _build("hydrogen_excited.yaml", seed=1)
+    _, lower, _ = _build("hydrogen_excited.yaml", seed=2)
+    wf = ProjectedWavefunction(trial, [lower], [0.4])
+    _check_tensor_routes(wf, _walkers(system, cfg, n=8))
+
+
+def test_tensor_puts_interleaved_general_route_columns_in_place(rng):
+    """Two plug-ins: their directly read k's (general route, one "rest" block at the end
+    of the plan) sit before and between the captured layers' columns."""
+    wf = Wavefunction([Plugin(np.random.default_rng(0)), Plugin(np.random.default_rng(1))],
+                      (2, 3))
+    x = rng.standard_normal((8, 2, 3))
+    outer = _check_tensor_routes(wf, x)
+    plan, columns = outer._outer.plan, outer._outer.columns
+    assert plan[-1][0] == "rest" and len(plan[-1][1]) == 2
+    starts = [columns[id(v)][0] for kind, v in plan[:-1]]
+    between = [columns[id(v)][0] for v in plan[-1][1]]
+    assert any(min(starts) < a < max(starts) for a in between)  # really interleaved
+    assert between[0] == 0  # and one before all captured columns
+    ref = LogDerivatives(wf, method="vmap")(x)
+    _assert_same(outer.tensor(x).numpy(), ref)
+    auto = LogDerivatives(wf, chunk_size=3)  # auto decides on tensor() alone
+    _assert_same_tensor(auto.tensor(x), ref, tol=1e-10)
+    assert auto.method == "outer" and auto.fallback is None
+
+    def host(*_):
+        raise AssertionError("tensor() took the host route")
+
+    auto._outer.fill = host  # after the self-check: no NumPy assembly, no vmap
+    auto._jac = host
+    _assert_same_tensor(auto.tensor(x[:2]), ref[:2], tol=1e-10)  # a single chunk
+    assert auto._outer.fn_tensor.experimental_get_tracing_count() == 1
+
+
+def test_tensor_self_check_and_fallback(rng):
+    wf = _plugin_wavefunction(PermutationMajorMLP)
+    x = rng.standard_normal((7, 2, 3))
+    ref = LogDerivatives(wf, method="vmap")(x)
+    notes = []
+    auto = LogDerivatives(wf, chunk_size=3, log=notes.append)
+    _assert_same_tensor(auto.tensor(x), ref, tol=1e-10)
+    assert auto.method == "vmap" and len(notes) == 1 and "self-check" in notes[0]
+
+    system, wf, cfg = _build("helium.yaml")
+    x = _walkers(system, cfg, n=7)
+    ref = LogDerivatives(wf, method="vmap")(x)
+    notes = []
+    auto = LogDerivatives(wf, chunk_size=3, log=notes.append)
+    _assert_same_tensor(auto.tensor(x[:3]), ref[:3], tol=1e-10)
+    assert auto.method == "outer"
+
+    def fails(_):
+        raise tf.errors.InvalidArgumentError(None, None, "a layout that stops reshaping")
+
+    auto._outer.fn_tensor = fails  # as __call__: fall back to vmap for good, one note
+    _assert_same_tensor(auto.tensor(x), ref, tol=1e-10)
+    assert auto.method == "vmap" and len(notes) == 1 and "stops reshaping" in notes[0]
+    assert tuple(auto.tensor(np.zeros((0, 2, 3))).shape) == (0, wf.n_parameters)
