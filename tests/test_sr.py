@@ -190,3 +190,55 @@ def test_auto_picks_dense_then_samplespace_then_cg():
     assert chosen(5000, 4096) == "cg"  # cg's ~10 passes over O beat the 4096^2 kernel
     assert chosen(500, 400) == "dense"
     assert chosen(5000, 4096, size=2) == "cg"  # several ranks: P numbers per CG step
+
+
+# -- the device path (optimizer.linear_algebra: device): O as a tf.Tensor ------------------
+def on_device(g: Gradient) -> Gradient:
+    """The same gradient with O and E as tf.Tensors (the device path; this CPU here)."""
+    return Gradient(o=tf.constant(g.o), e=tf.constant(g.e), n=g.n, extra=g.extra)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("extra", [False, True])
+@pytest.mark.parametrize("solver", ["dense", "cg", "samplespace"])
+def test_every_solver_on_device_tensors_gives_the_host_direction(solver, extra, momentum, rng):
+    for n, p in ((80, 60), (40, 60)):  # more samples than parameters, and fewer
+        g = random_gradient(rng, n=n, p=p, extra=extra)
+        prev = {"previous_delta": rng.standard_normal(p) * 0.3} if momentum else {}
+        out = {}
+        for where, grad in (("host", g), ("device", on_device(g))):
+            sr = sr_for(solver, p, cg_tol=1e-12, cg_maxiter=5000, momentum=momentum)
+            sr.set_state(prev)
+            out[where], info = sr.direction(grad, 1e-3)
+            assert isinstance(out[where], np.ndarray) and out[where].dtype == np.float64
+            assert info["solve"].startswith("cg(" if solver == "cg" else "cholesky"), info
+        rel = np.linalg.norm(out["device"] - out["host"]) / np.linalg.norm(out["host"])
+        assert rel <= 1e-10, (solver, n, p, rel)
+        assert np.linalg.norm(out["host"]) > 0
+
+
+def test_device_cg_keeps_its_warm_start_on_the_host_and_repeats_it_bitwise(rng):
+    g = on_device(random_gradient(rng))
+    sr = sr_for("cg", 60, cg_tol=1e-8, cg_maxiter=5000)
+    d1, i1 = sr.direction(g, 1e-3)
+    assert isinstance(sr.state()["previous_delta"], np.ndarray)  # what a checkpoint keeps
+    d2, i2 = sr.direction(g, 1e-3)
+    assert i2["cg_warm_start"] and i2["cg_iterations"] <= 1
+    other = sr_for("cg", 60, cg_tol=1e-8, cg_maxiter=5000)
+    other.set_state({"previous_delta": d1})
+    np.testing.assert_array_equal(other.direction(g, 1e-3)[0], d2)
+
+
+def test_device_solve_falls_back_to_the_host_when_cholesky_fails():
+    from distvmc.optimizers.linalg import ops_for
+
+    ops = ops_for(tf.zeros([1]))
+    a = np.zeros((4, 4))
+    a[0, 0] = 1.0  # singular, no shift: tf's Cholesky fails, the host's pseudo-inverse works
+    x, how = ops.solve_shifted(tf.constant(a), tf.constant([1.0, 0.0, 0.0, 0.0]), 0.0)
+    assert how == "eigh-pinv (host)", how
+    np.testing.assert_allclose(ops.host(x), [1.0, 0, 0, 0], atol=1e-12)
+    g = on_device(Gradient(o=np.zeros((10, 5)), e=np.zeros(10), n=10))
+    for solver in ("dense", "cg", "samplespace"):  # S = 0, F = 0, no shift: 0, never NaN
+        delta, _ = sr_for(solver, 5, shift=0).direction(g, 0.0)
+        np.testing.assert_array_equal(delta, 0.0)

@@ -9,6 +9,9 @@ class Communicator:
     """Collective operations over ranks. All arrays are NumPy float64."""
 
     name = "base"
+    # whether allreduce/bcast take tf.Tensors and return them on their device (Horovod:
+    # NCCL on GPUs); without it the device path copies through host buffers
+    device_tensors = False
     rank: int = 0
     size: int = 1
     local_rank: int = 0

@@ -30,6 +30,7 @@ class HorovodComm(Communicator):
     """All ranks of ``hvd.init()``."""
 
     name = "horovod"
+    device_tensors = True
 
     def __init__(self):
         import horovod.tensorflow as hvd

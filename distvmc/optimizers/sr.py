@@ -97,9 +97,13 @@ its iteration cap returns its iterate and says so; a CG breakdown (non-finite
 or non-positive curvature) restarts cold with the shift raised tenfold, then
 returns the preconditioned force. No solver emits a NaN.
 
-All of this runs on the host in NumPy float64 (O arrives as a NumPy array);
-on a CPU NumPy/OpenBLAS is the fastest path here (3.5x TensorFlow's float64
-matmul).
+Where it runs: where the objective left O (:mod:`distvmc.optimizers.linalg`,
+``optimizer.linear_algebra``). A NumPy O (``host``, the default on CPUs, where
+NumPy/OpenBLAS float64 is the faster library) keeps everything in NumPy; a
+``tf.Tensor`` O (``device``, the default when a GPU is visible) keeps O, S v,
+the kernels, the CG vectors and the Cholesky factor on the device, and the
+host sees scalars and the final delta. Both paths run the same code and agree
+to rounding (tests/test_sr.py, tests/test_multirank.py).
 """
 from __future__ import annotations
 
@@ -108,6 +112,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+
+from distvmc.optimizers.linalg import HOST, ops_for
 
 
 @dataclass
@@ -203,8 +209,9 @@ class SR:
         each a memory-bound pass over O (~1.6 n P ns here), against the
         kernel's 2 n^2 P flops (~0.02 n^2 P ns) and n^3/3 Cholesky; the two
         meet near n = 1000. On several ranks cg always: P numbers per step
-        against samplespace's all-to-all of O and n^2 kernel. The device does
-        not change the rule: every solver's linear algebra runs on the host.
+        against samplespace's all-to-all of O and n^2 kernel. The rule is the
+        same on a GPU (``linear_algebra: device``): the kernel's n^2 P flops and
+        CG's ~10 passes over O keep their ratio, and CG's traffic stays P per step.
         """
         solver = self.cfg.solver
         if explicit_metric:
@@ -267,22 +274,26 @@ class SR:
 
     # -- dense --------------------------------------------------------------
     def _dense(self, g: Gradient, shift: float, t0: float, m=None):
-        s_loc = g.o.T @ g.o
-        f_loc = g.o.T @ g.e
+        ops = ops_for(g.o)
+        s_loc = ops.gram_params(g.o)
+        f_loc = ops.rmatvec(g.o, g.e)
         t1 = time.perf_counter()
-        s_sum, f_sum = self.comm.allreduce_many([s_loc, f_loc])
+        s_sum, f_sum = ops.allreduce_many(self.comm, [s_loc, f_loc])
         t2 = time.perf_counter()
         if self.comm.is_root:
-            s_sum /= g.n  # in place: S is P x P
+            if ops is HOST:
+                s_sum /= g.n  # in place: S is P x P
+            else:
+                s_sum = s_sum / g.n
             f = f_sum / g.n
             if g.extra is not None:
-                f = f + g.extra
+                f = f + ops.array(g.extra)
             if m is not None:
-                f = f + shift * m
-            delta, how = solve_shifted(s_sum, f, shift)
+                f = f + shift * ops.array(m)
+            delta, how = ops.solve_shifted(s_sum, f, shift)
         else:
-            delta, how = np.empty(self.n_parameters), ""
-        delta = self.comm.bcast(delta)
+            delta, how = ops.zeros(self.n_parameters), ""
+        delta = ops.host(ops.bcast(self.comm, delta))
         self.timings.update(overlap=t1 - t0, allreduce=t2 - t1, solve=time.perf_counter() - t2)
         return delta, how
 
@@ -290,40 +301,42 @@ class SR:
     def _cg(self, g: Gradient, shift: float, info: dict, m=None):
         """CG (optionally Jacobi-preconditioned) on (S + shift) x = F, matrix-free, warm-started."""
         c = self.cfg
+        ops = ops_for(g.o)
         t_comm = 0.0
         t_start = time.perf_counter()
         o, p_n = g.o, self.n_parameters
         x0 = self.previous
         warm = x0 is not None and x0.shape == (p_n,) and bool(np.all(np.isfinite(x0)))
-        x0 = x0.copy() if warm else np.zeros(p_n)
+        x0 = ops.array(x0.copy()) if warm else ops.zeros(p_n)
         jacobi = getattr(c, "cg_precondition", "none") == "jacobi"
-        parts = [o.T @ g.e]
+        parts = [ops.rmatvec(o, g.e)]
         if jacobi:
-            parts.append(np.einsum("ij,ij->j", o, o))
+            parts.append(ops.column_squares(o))
         if warm:
-            parts.append(_s_times(o, x0))
+            parts.append(ops.s_times(o, x0))
         t = time.perf_counter()
-        sums = self.comm.allreduce_many(parts)
+        sums = ops.allreduce_many(self.comm, parts)
         t_comm += time.perf_counter() - t
         f = sums[0] / g.n
         if g.extra is not None:
-            f = f + g.extra
+            f = f + ops.array(g.extra)
         if m is not None:
-            f = f + shift * m  # the breakdown retry (shift x10) keeps this force
+            f = f + shift * ops.array(m)  # the breakdown retry (shift x10) keeps this force
         diag = sums[1] / g.n if jacobi else None
         s_x0 = sums[-1] / g.n if warm else None
         for attempt, eps in enumerate((shift, shift * 10)):
-            x, it, res, ok, t_c = self._cg_iterate(o, g.n, f, diag, eps, x0 if warm and not attempt else None,
+            x, it, res, ok, t_c = self._cg_iterate(ops, o, g.n, f, diag, eps,
+                                                   x0 if warm and not attempt else None,
                                                    s_x0 if warm and not attempt else None)
             t_comm += t_c
             t = time.perf_counter()
-            x = self.comm.bcast(x)  # rank 0's iterate, bit for bit, on every rank
+            x = ops.host(ops.bcast(self.comm, x))  # rank 0's iterate, bit for bit, everywhere
             t_comm += time.perf_counter() - t
             if ok and np.all(np.isfinite(x)):
                 break
         else:  # breakdown twice: the preconditioned force, finite by construction
-            m = 1.0 / (diag + max(shift, 1e-12)) if jacobi else 1.0 / max(shift, 1e-12)
-            x = np.nan_to_num(m * f)
+            scale = 1.0 / (ops.host(diag) + max(shift, 1e-12)) if jacobi else 1.0 / max(shift, 1e-12)
+            x = np.nan_to_num(scale * ops.host(f))
             res = float("nan")
         conv = res <= c.cg_tol
         word = "cg" if conv else "cg not converged "
@@ -337,64 +350,60 @@ class SR:
         self.timings.update(allreduce=t_comm, solve=total - t_comm)
         return x, how
 
-    def _cg_iterate(self, o, n, f, diag, eps, x0, s_x0):
+    def _cg_iterate(self, ops, o, n, f, diag, eps, x0, s_x0):
         """CG iterations from x0; returns (x, steps, |r|/|F|, ok, seconds in collectives).
 
-        Every step is one allreduce of [O^T (O p) (P), stop vote (1)]: the vote
-        is an integer sum, exact on every rank, so all ranks stop together
-        even if a float sum differed in its last bit (delta is broadcast from
-        rank 0 afterwards anyway).
+        The vectors live where O does (``ops``). Every step is one allreduce of
+        [O^T (O p) (P), stop vote (1)]: the vote is an integer sum, exact on every
+        rank, so all ranks stop together even if a float sum differed in its last
+        bit (delta is broadcast from rank 0 afterwards anyway).
         """
         c = self.cfg
         size = self.comm.size
         t_comm = 0.0
         if x0 is None:
-            x = np.zeros_like(f)
-            r = f.copy()
+            x = ops.zeros(int(f.shape[0]))
+            r = ops.copy(f)
         else:
-            x = x0.copy()
+            x = ops.copy(x0)
             r = f - (s_x0 + eps * x0)
-        if diag is None:
-            minv = None
-        else:  # a parameter that no sample moves (diag + eps = 0) is left unscaled
-            d = diag + eps
-            minv = np.where(d > 0.0, 1.0 / np.where(d > 0.0, d, 1.0), 1.0)
+        minv = None if diag is None else ops.where_positive_inverse(diag + eps)
         z = r if minv is None else minv * r
-        p = z.copy()
-        rz = float(r @ z)
-        f_norm = float(np.linalg.norm(f))
+        p = ops.copy(z)
+        rz = ops.dot(r, z)
+        f_norm = ops.norm(f)
         if not np.isfinite(f_norm):
-            return np.zeros_like(f), 0, float("nan"), False, 0.0
+            return ops.zeros(int(f.shape[0])), 0, float("nan"), False, 0.0
         if f_norm == 0.0:
-            return np.zeros_like(f), 0, 0.0, True, 0.0
+            return ops.zeros(int(f.shape[0])), 0, 0.0, True, 0.0
         tol = c.cg_tol * f_norm
         it = 0
         ok = True
         while True:
-            r_norm = float(np.linalg.norm(r))
+            r_norm = ops.norm(r)
             want = 1.0 if (r_norm > tol and it < c.cg_maxiter and np.isfinite(r_norm)) else 0.0
-            local = _s_times(o, p) if want else np.zeros_like(p)
+            local = ops.s_times(o, p) if want else ops.zeros(int(p.shape[0]))
             t = time.perf_counter()
-            total = self.comm.allreduce(np.concatenate([local, [want]]))
+            (total,) = ops.allreduce_many(self.comm, [ops.concat([local, np.array([want])])])
             t_comm += time.perf_counter() - t
-            votes = int(round(total[-1]))
+            votes = int(round(float(total[-1])))
             if votes < size:  # someone is done (all are, unless a float sum differed)
                 break
             sp = total[:-1] / n + eps * p
-            pap = float(p @ sp)
+            pap = ops.dot(p, sp)
             if not (np.isfinite(pap) and pap > 0.0):
                 ok = False
                 break
             alpha = rz / pap
-            x += alpha * p
-            r -= alpha * sp
+            x = x + alpha * p
+            r = r - alpha * sp
             z = r if minv is None else minv * r
-            rz_new = float(r @ z)
-            p = z + (rz_new / rz) * p if rz != 0.0 else z.copy()
+            rz_new = ops.dot(r, z)
+            p = z + (rz_new / rz) * p if rz != 0.0 else ops.copy(z)
             rz = rz_new
             it += 1
-        res = float(np.linalg.norm(r)) / f_norm
-        ok = ok and bool(np.all(np.isfinite(x))) and np.isfinite(res)
+        res = ops.norm(r) / f_norm
+        ok = ok and ops.all_finite(x) and np.isfinite(res)
         return x, it, res, ok, t_comm
 
     # -- sample space -------------------------------------------------------
@@ -403,61 +412,66 @@ class SR:
         form); Woodbury with F + shift m (the same delta)."""
         t0 = time.perf_counter()
         comm = self.comm
+        ops = ops_for(g.o)
+        mo = None if m is None else ops.array(m)
         # this rank's local energies, less O m for momentum (O m is per sample)
-        e = g.e if m is None or g.extra is not None else g.e - g.o @ m
+        e = g.e if m is None or g.extra is not None else g.e - ops.matvec(g.o, mo)
         if comm.size == 1:
-            t = g.o @ g.o.T
+            t = ops.gram_samples(g.o)
             t1 = time.perf_counter()
             if g.extra is None:  # F = O^T E / n: push-through identity
-                y, how = solve_shifted(t, e, shift * g.n)
-                delta = g.o.T @ y
+                y, how = ops.solve_shifted(t, e, shift * g.n)
+                delta = ops.rmatvec(g.o, y)
                 if m is not None:
-                    delta = delta + m
+                    delta = delta + mo
             else:  # Woodbury with A = O / sqrt(n): (A^T A + eps)^-1 F
-                f = g.o.T @ g.e / g.n + g.extra
+                f = ops.rmatvec(g.o, g.e) / g.n + ops.array(g.extra)
                 if m is not None:
-                    f = f + shift * m
-                y, how = solve_shifted(t / g.n, g.o @ f / np.sqrt(g.n), shift)
-                delta = (f - g.o.T @ y / np.sqrt(g.n)) / shift
+                    f = f + shift * mo
+                y, how = ops.solve_shifted(t / g.n, ops.matvec(g.o, f) / np.sqrt(g.n), shift)
+                delta = (f - ops.rmatvec(g.o, y) / np.sqrt(g.n)) / shift
             self.timings.update(overlap=t1 - t0, solve=time.perf_counter() - t1)
-            return delta, how
-        # several ranks: reshard O to parameter slices, sum the n x n kernel
+            return ops.host(delta), how
+        # several ranks: reshard O to parameter slices (through host buffers), sum the
+        # n x n kernel
         t_comm = 0.0
         cuts = np.linspace(0, self.n_parameters, comm.size + 1).round().astype(int)
         lo, hi = cuts[comm.rank], cuts[comm.rank + 1]
         t = time.perf_counter()
-        blocks = comm.alltoall([g.o[:, cuts[s]:cuts[s + 1]] for s in range(comm.size)])
-        e_all = comm.allgather(np.asarray(e, dtype=np.float64))
+        blocks = comm.alltoall([ops.host(ops.columns(g.o, cuts[s], cuts[s + 1]))
+                                for s in range(comm.size)])
+        e_all = comm.allgather(np.asarray(ops.host(e), dtype=np.float64))
         t_comm += time.perf_counter() - t
-        o_mine = np.vstack(blocks)  # (n, P_r): every sample, this rank's parameters
+        o_mine = ops.stack_rows(blocks)  # (n, P_r): every sample, this rank's parameters
         del blocks
-        kernel = o_mine @ o_mine.T
+        e_mine = ops.array(e_all)
+        kernel = ops.gram_samples(o_mine)
         if g.extra is None:
             parts = [kernel]
         else:
-            f_mine = o_mine.T @ e_all / g.n + g.extra[lo:hi]
+            f_mine = ops.rmatvec(o_mine, e_mine) / g.n + ops.array(g.extra[lo:hi])
             if m is not None:
-                f_mine = f_mine + shift * m[lo:hi]
-            parts = [kernel, o_mine @ f_mine]
+                f_mine = f_mine + shift * ops.array(m[lo:hi])
+            parts = [kernel, ops.matvec(o_mine, f_mine)]
         t1 = time.perf_counter()
-        sums = comm.allreduce_many(parts)
+        sums = ops.allreduce_many(comm, parts)
         t2 = time.perf_counter()
         t_comm += t2 - t1
         if comm.is_root:
             if g.extra is None:
-                y, how = solve_shifted(sums[0], e_all, shift * g.n)
+                y, how = ops.solve_shifted(sums[0], e_mine, shift * g.n)
             else:
-                y, how = solve_shifted(sums[0] / g.n, sums[1] / np.sqrt(g.n), shift)
+                y, how = ops.solve_shifted(sums[0] / g.n, sums[1] / np.sqrt(g.n), shift)
         else:
-            y, how = np.empty(len(e_all)), ""
+            y, how = ops.zeros(len(e_all)), ""
         t3 = time.perf_counter()
-        y = comm.bcast(y)
+        y = ops.bcast(comm, y)
         how = comm.bcast_object(how)
         if g.extra is None:
-            d_mine = o_mine.T @ y
+            d_mine = ops.rmatvec(o_mine, y)
         else:
-            d_mine = (f_mine - o_mine.T @ y / np.sqrt(g.n)) / shift
-        delta = comm.allgather(d_mine)
+            d_mine = (f_mine - ops.rmatvec(o_mine, y) / np.sqrt(g.n)) / shift
+        delta = comm.allgather(ops.host(d_mine))
         if m is not None and g.extra is None:
             delta = delta + m  # the same m and delta on every rank: the same bits
         t_comm += time.perf_counter() - t3
@@ -465,16 +479,11 @@ class SR:
         return delta, how
 
 
-def _s_times(o: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """O^T (O v) for this rank's O (S, P): two GEMVs, each a pass over O from memory
-    (row-blocked variants that keep blocks in cache were 1.5-4x slower here)."""
-    return o.T @ (o @ v)
-
-
 def force(g: Gradient, comm) -> np.ndarray:
     """F = <O E> + extra (or the explicit force), identical on every rank (one allreduce)."""
     if g.o is None:
         return np.asarray(g.force, dtype=np.float64)
-    (f_sum,) = comm.allreduce_many([g.o.T @ g.e])
-    f = f_sum / g.n
+    ops = ops_for(g.o)
+    (f_sum,) = ops.allreduce_many(comm, [ops.rmatvec(g.o, g.e)])
+    f = ops.host(f_sum) / g.n
     return f + g.extra if g.extra is not None else f
