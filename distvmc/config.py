@@ -132,6 +132,12 @@ SCHEMA: dict[str, Any] = {
                          "any number of ranks), auto (dense when P <= 2000, else samplespace on "
                          "one rank when samples <= 1024 and < parameters, else cg)",
                          ["auto", "dense", "cg", "samplespace"]),
+        "linear_algebra": Choice("auto", "where O and SR's products live: host (NumPy: O "
+                                 "is copied to the host once per iteration; the fastest on "
+                                 "CPUs), device (TensorFlow on the rank's device: O, S v, "
+                                 "O^T O / O O^T, the CG vectors and the Cholesky stay there; "
+                                 "the host sees scalars and delta), auto (device when a GPU "
+                                 "is visible, else host; logged)", ["auto", "host", "device"]),
         "cg_tol": Float(1e-4, "cg: stop when the residual |F - (S + shift) delta| is below this "
                         "fraction of |F|", min=0.0, open_min=True),
         "cg_maxiter": Int(100, "cg: at most this many CG steps per iteration (one allreduce of "

@@ -179,20 +179,28 @@ def sr_solvers(rep: Report, comm) -> None:
     o, e = o - o.mean(0), e - e.mean()
     mine = slice(comm.rank * 48, (comm.rank + 1) * 48)
     out, timing = {}, {}
-    for solver in ("dense", "cg", "samplespace"):
-        cfg = SimpleNamespace(solver=solver, cg_tol=1e-12, cg_maxiter=1000,
-                              cg_precondition="jacobi")
-        sr = SR(cfg, comm, p, log=None)
-        t0 = time.perf_counter()
-        d, _ = sr.direction(Gradient(o=o[mine], e=e[mine], n=float(n)), 1e-3)
-        timing[solver] = time.perf_counter() - t0
-        out[solver] = d
+    import tensorflow as tf
+
+    for where in ("host", "device"):  # NumPy arrays, then tf.Tensors on this rank's device
+        for solver in ("dense", "cg", "samplespace"):
+            cfg = SimpleNamespace(solver=solver, cg_tol=1e-12, cg_maxiter=1000,
+                                  cg_precondition="jacobi")
+            sr = SR(cfg, comm, p, log=None)
+            om, em = o[mine], e[mine]
+            if where == "device":
+                om, em = tf.constant(om), tf.constant(em)
+            key = solver if where == "host" else f"{solver}@device"
+            t0 = time.perf_counter()
+            d, _ = sr.direction(Gradient(o=om, e=em, n=float(n)), 1e-3)
+            timing[key] = time.perf_counter() - t0
+            out[key] = d
     ref = out["dense"]
     diffs = {k: float(np.linalg.norm(v - ref) / np.linalg.norm(ref)) for k, v in out.items()}
     root = {k: comm.bcast(v) for k, v in out.items()}
     differ = sum(not np.array_equal(root[k], out[k]) for k in out)
     differ = int(comm.allreduce(np.array([float(differ)]))[0])
-    rep.say(f"SR solvers (P = {p}, {n} samples over {comm.size} rank(s)): "
+    rep.say(f"SR solvers (P = {p}, {n} samples over {comm.size} rank(s); @device: O as a "
+            "tf.Tensor): "
             + ", ".join(f"{k} {diffs[k]:.1e} ({timing[k] * 1e3:.1f} ms)" for k in out)
             + f" relative to dense; {'bitwise equal on every rank' if not differ else 'RANKS DIFFER'}")
     if max(diffs.values()) > 1e-8 or differ:
@@ -254,12 +262,16 @@ def phases(rep: Report, comm, history: list[dict], device_line: str) -> None:
     tf_dev = "GPU" if tf.config.get_visible_devices("GPU") else "CPU"
     comm_dev = {"mpi": "host buffers (MPI)", "single": "none (one process)",
                 "horovod": "Horovod (NCCL on GPU)" if tf_dev == "GPU" else "Horovod (host)"}
+    on_device = tf_dev == "GPU"  # optimizer.linear_algebra auto, as in the physics runs
     table = [("sampling", "t_sample", f"TensorFlow on {tf_dev}"),
              ("E_L", "t_eloc", f"TensorFlow on {tf_dev}"),
-             ("O (log-derivatives)", "t_jacobian", f"TensorFlow on {tf_dev}, copied to host"),
-             ("S / CG", "t_overlap", "host NumPy float64"),
+             ("O (log-derivatives)", "t_jacobian", f"TensorFlow on {tf_dev}"
+              + ("" if on_device else ", copied to host")),
+             ("S / CG", "t_overlap", "TensorFlow float64 on GPU" if on_device
+              else "host NumPy float64"),
              ("allreduce", "t_allreduce", comm_dev.get(comm.name, comm.name)),
-             ("solve", "t_solve", "host NumPy/SciPy float64 (rank 0)")]
+             ("solve", "t_solve", "TensorFlow Cholesky on GPU (rank 0)" if on_device
+              else "host NumPy/SciPy float64 (rank 0)")]
     rep.say(f"phases (seconds per iteration, mean of {len(rows)} iterations; {device_line})")
     for name, key, where in table:
         vals = [r[key] for r in rows if key in r]

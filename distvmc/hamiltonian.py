@@ -242,11 +242,16 @@ class LocalEnergy:
             f"{m} {t * 1e3:.1f} ms" for m, t in times.items()) + f" per {int(x.shape[0])} walkers)")
 
     def __call__(self, x) -> np.ndarray:
+        """Local energies of the walkers x (W, N, D) as a NumPy array (W,)."""
+        return self.tensor(x).numpy()
+
+    def tensor(self, x):
+        """Local energies as a ``tf.Tensor`` (W,) on the device TensorFlow placed them."""
         x = tf.convert_to_tensor(x)
         if self._eloc is None:
             self._choose(x[:self.chunk_size])
         w = int(x.shape[0])
         if w <= self.chunk_size:
-            return self._eloc(x).numpy()
-        return np.concatenate([self._eloc(x[i:i + self.chunk_size]).numpy()
-                               for i in range(0, w, self.chunk_size)])
+            return self._eloc(x)
+        return tf.concat([self._eloc(x[i:i + self.chunk_size])
+                          for i in range(0, w, self.chunk_size)], axis=0)

@@ -109,6 +109,23 @@ def make_sampler(wf, x0, step, seed, comm, cfg, dtype, purpose=0, name="sampler"
                              walker_groups=max(1, groups))
 
 
+def linear_algebra(cfg, comm, log=None) -> str:
+    """``optimizer.linear_algebra`` resolved to "host" or "device" (auto: device when a
+    GPU is visible), logged once on rank 0."""
+    want = getattr(getattr(cfg, "optimizer", None), "linear_algebra", "host") or "host"
+    gpu = bool(tf.config.get_visible_devices("GPU"))
+    where = ("device" if gpu else "host") if want == "auto" else want
+    if log is not None and comm.is_root:
+        if where == "device":
+            dev = "the GPU" if gpu else "the CPU (no GPU visible)"
+            log(f"SR linear algebra: device (O, S v and the solve in TensorFlow on {dev})")
+        else:
+            log("SR linear algebra: host (O in NumPy" + (
+                "; on CPUs NumPy/OpenBLAS float64 is faster than TensorFlow's)" if not gpu
+                else "; a GPU is visible, optimizer.linear_algebra=device keeps O on it)"))
+    return where
+
+
 class MonteCarloEnergy:
     """E[psi] by Metropolis sampling of |psi|^2, for one wavefunction on one communicator.
 
@@ -130,6 +147,7 @@ class MonteCarloEnergy:
         self.local_energy = LocalEnergy(wf, system, h.laplacian, h.chunk_size, self.dtype, log=log,
                                         agree=comm.bcast_object)
         self.log_derivatives = LogDerivatives(wf, h.chunk_size, log=log)
+        self.on_device = linear_algebra(cfg, comm, log) == "device"
         rng = np.random.default_rng(np.random.SeedSequence([seed, comm.rank, 1]))
         x0 = system.initial_walkers(rng, s.walkers, s.init_width)
         self.sampler = make_sampler(wf, x0, s.step, seed, comm, cfg, self.dtype, log=log)
@@ -171,13 +189,18 @@ class MonteCarloEnergy:
     def _sample(self) -> tuple[dict, np.ndarray, np.ndarray, stats.Stats, float]:
         s = self.cfg.sampler
         t0 = time.perf_counter()
-        xs, acc = self.sampler.sample(s.samples_per_walker, s.sweeps_per_sample)
+        xs, acc = self.sampler.sample(s.samples_per_walker, s.sweeps_per_sample,
+                                      as_tensor=self.on_device)
         if s.adapt == "always":
             self.sampler.adapt(acc)
         m, w = xs.shape[:2]
-        x = xs.reshape((m * w,) + xs.shape[2:])
+        x = (tf.reshape(xs, (m * w,) + tuple(xs.shape[2:])) if self.on_device
+             else xs.reshape((m * w,) + xs.shape[2:]))
         t1 = time.perf_counter()
-        e = self.local_energy(x)
+        # on the device path the local energies stay there for F; the host gets one copy
+        # (W numbers) for the statistics and the history
+        self._e_device = self.local_energy.tensor(x) if self.on_device else None
+        e = self._e_device.numpy() if self.on_device else self.local_energy(x)
         t2 = time.perf_counter()
         st = stats.summarize(e.reshape(m, w), self.comm)
         rec = {"energy": st.mean, "energy_err": st.error, "variance": st.variance,
@@ -187,8 +210,20 @@ class MonteCarloEnergy:
         return rec, x, e, st, t2
 
     def _centred(self, x, e):
-        """(O_c (S, P), E_c (S,), n, <O> (P,)): one allreduce for the global means."""
+        """(O_c (S, P), E_c (S,), n, <O> (P,)): one allreduce for the global means.
+
+        On the device path O and E_c are ``tf.Tensor``s on the device; the host sees
+        the column sums of O (P numbers) for the allreduce of the means."""
         t0 = time.perf_counter()
+        if self.on_device:
+            o = self.log_derivatives.tensor(x)
+            t1 = time.perf_counter()
+            first = self.comm.allreduce(np.concatenate(
+                [tf.reduce_sum(o, axis=0).numpy(), [e.sum(), float(len(e))]]))
+            n = first[-1]
+            o_mean, e_mean = first[:-2] / n, first[-2] / n
+            o = o - tf.constant(o_mean, dtype=o.dtype)
+            return o, self._e_device - e_mean, n, o_mean, t1 - t0
         o = self.log_derivatives(x)
         t1 = time.perf_counter()
         first = self.comm.allreduce(np.concatenate([o.sum(axis=0), [e.sum(), float(len(e))]]))
@@ -298,6 +333,7 @@ class PenalizedEnergy(MonteCarloEnergy):
     def __init__(self, wf, system, cfg, comm, seed: int, lower: list[LowerState],
                  penalty: float, log=print):
         super().__init__(wf, system, cfg, comm, seed, log)
+        self.on_device = False  # the overlap penalty's products are NumPy (host path)
         self.lower, self.penalty = lower, float(penalty)
         self.amp = Amplitude(wf, wf.config_shape, self.dtype, cfg.hamiltonian.chunk_size)
 

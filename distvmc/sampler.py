@@ -397,15 +397,19 @@ class MetropolisSampler(tf.Module):
             done += n
         return acceptance
 
-    def sample(self, n_measure: int, sweeps_per_sample: int) -> tuple[np.ndarray, float]:
+    def sample(self, n_measure: int, sweeps_per_sample: int,
+               as_tensor: bool = False) -> tuple[np.ndarray, float]:
         """Measurements: n_measure configurations per walker, each after
         ``sweeps_per_sample`` sweeps.
 
         Returns:
-          (x, acceptance): x of shape (n_measure, W, N, D) and the global acceptance rate.
+          (x, acceptance): x of shape (n_measure, W, N, D) (a NumPy array, or with
+          ``as_tensor`` the ``tf.Tensor`` where the chain left it: the device) and
+          the global acceptance rate.
         """
         xs, acc = self._chain(n_measure, sweeps_per_sample)
-        return xs.numpy(), self._global_acceptance(acc.numpy(), n_measure * sweeps_per_sample)
+        acceptance = self._global_acceptance(acc.numpy(), n_measure * sweeps_per_sample)
+        return (xs if as_tensor else xs.numpy()), acceptance
 
     # State for snapshots and checkpoints: everything that makes the next sweep
     # reproducible. Walkers and stream position differ between ranks.

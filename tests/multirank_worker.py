@@ -150,6 +150,8 @@ def equivalence(backend: str) -> dict:
 def solvers(backend: str) -> dict:
     from types import SimpleNamespace
 
+    import tensorflow as tf
+
     from distvmc.comm import SingleProcess
     from distvmc.optimizers.sr import SR, Gradient
 
@@ -168,10 +170,12 @@ def solvers(backend: str) -> dict:
 
     previous = np.random.default_rng(9).standard_normal(p) * 0.5  # SPRING's delta_(k-1)
 
-    def direction(o, e, c, solver, ex, momentum=0.0):
+    def direction(o, e, c, solver, ex, momentum=0.0, device=False):
         first = c.allreduce(np.concatenate([o.sum(axis=0), [e.sum(), float(len(e))]]))
         nn = first[-1]
         g = Gradient(o=o - first[:-2] / nn, e=e - first[-2] / nn, n=nn, extra=ex)
+        if device:  # optimizer.linear_algebra: device (tf.Tensors; this CPU in CI)
+            g = Gradient(o=tf.constant(g.o), e=tf.constant(g.e), n=nn, extra=ex)
         sc = SimpleNamespace(solver=solver, cg_tol=1e-12, cg_maxiter=2000,
                              cg_precondition="jacobi", momentum=momentum)
         sr = SR(sc, c, p, log=None)
@@ -181,11 +185,13 @@ def solvers(backend: str) -> dict:
 
     out = {"rank": comm.rank, "backend": comm.name, "size": comm.size, "n_parameters": p,
            "samples": int(len(e_all)), "sha": {}, "rel_diff": {}, "solve": {}}
-    for solver in ("dense", "cg", "samplespace"):
+    for solver, device in [(s, False) for s in ("dense", "cg", "samplespace")] + \
+            [(s, True) for s in ("dense", "cg", "samplespace")]:
         for ex in (None, extra):
             for mu in (0.0, 0.9):  # without and with momentum (SPRING)
-                key = solver + ("+extra" if ex is not None else "") + ("+momentum" if mu else "")
-                d2, info = direction(o_all[rows], e_all[rows], comm, solver, ex, mu)
+                key = solver + ("+extra" if ex is not None else "") + ("+momentum" if mu else "") \
+                    + ("@device" if device else "")
+                d2, info = direction(o_all[rows], e_all[rows], comm, solver, ex, mu, device)
                 out["sha"][key] = _sha(d2)
                 out["solve"][key] = info["solve"]
                 if comm.rank == 0:
@@ -203,8 +209,10 @@ ALPHA = ["sampler.walkers=64", "sampler.thermalization=20", "sampler.sweeps_per_
 
 def bitwise(backend: str, solver: str = "dense", iterations: int = 4,
             system: str = "hydrogen") -> dict:
+    solver, _, where = solver.partition("@")
     solver, _, momentum = solver.partition("+")
-    extra = [f"optimizer.solver={solver}"] + (["optimizer.momentum=0.9"] if momentum else [])
+    extra = [f"optimizer.solver={solver}"] + (["optimizer.momentum=0.9"] if momentum else []) \
+        + ([f"optimizer.linear_algebra={where}"] if where else [])
     if system == "alpha":
         path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
                             "alpha.yaml")
