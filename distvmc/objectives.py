@@ -47,7 +47,7 @@ import tensorflow as tf
 
 from distvmc import observables, stats
 from distvmc.hamiltonian import LocalEnergy
-from distvmc.optimizers.jacobian import LogDerivatives
+from distvmc.optimizers.jacobian import ImplicitO, JacobianProducts, LogDerivatives
 from distvmc.optimizers.sr import Gradient
 from distvmc.sampler import MetropolisSampler, auto_walker_groups, stream_key, walkers_for_rank
 
@@ -148,6 +148,11 @@ class MonteCarloEnergy:
                                         agree=comm.bcast_object)
         self.log_derivatives = LogDerivatives(wf, h.chunk_size, log=log)
         self.on_device = linear_algebra(cfg, comm, log) == "device"
+        recompute = getattr(getattr(cfg, "optimizer", None), "o_matrix", "stored") == "recompute"
+        self.o_products = JacobianProducts(wf, h.chunk_size) if recompute else None
+        if recompute and comm.is_root:
+            log("optimizer.o_matrix = recompute: O is never formed; every S v of CG is a "
+                "forward- and a reverse-mode pass through the network")
         rng = np.random.default_rng(np.random.SeedSequence([seed, comm.rank, 1]))
         x0 = system.initial_walkers(rng, s.walkers, s.init_width)
         self.sampler = make_sampler(wf, x0, s.step, seed, comm, cfg, self.dtype, log=log)
@@ -215,6 +220,16 @@ class MonteCarloEnergy:
         On the device path O and E_c are ``tf.Tensor``s on the device; the host sees
         the column sums of O (P numbers) for the allreduce of the means."""
         t0 = time.perf_counter()
+        if self.o_products is not None:  # O as an operator: <O> by one reverse-mode pass
+            xt = tf.convert_to_tensor(x)
+            o_sum = self.o_products.vjp(xt, tf.ones([int(xt.shape[0])], tf.float64))
+            t1 = time.perf_counter()
+            first = self.comm.allreduce(np.concatenate([o_sum.numpy(),
+                                                        [e.sum(), float(len(e))]]))
+            n = first[-1]
+            o_mean, e_mean = first[:-2] / n, first[-2] / n
+            ec = self._e_device - e_mean if self.on_device else tf.constant(e - e_mean)
+            return ImplicitO(self.o_products, xt, o_mean), ec, n, o_mean, t1 - t0
         if self.on_device:
             o = self.log_derivatives.tensor(x)
             t1 = time.perf_counter()

@@ -197,6 +197,29 @@ def solvers(backend: str) -> dict:
                 if comm.rank == 0:
                     d1, _ = direction(o_all, e_all, SingleProcess(), "dense", ex, mu)
                     out["rel_diff"][key] = float(np.linalg.norm(d2 - d1) / np.linalg.norm(d1))
+    # optimizer.o_matrix = recompute: CG on O as an operator (network passes, never formed)
+    from distvmc.optimizers.jacobian import ImplicitO, JacobianProducts
+
+    products = JacobianProducts(obj.wf)
+    for ex in (None, extra):
+        for mu in (0.0, 0.9):
+            key = "cg" + ("+extra" if ex is not None else "") + ("+momentum" if mu else "") \
+                + "@recompute"
+            o, e = o_all[rows], e_all[rows]
+            first = comm.allreduce(np.concatenate([o.sum(axis=0), [e.sum(), float(len(e))]]))
+            nn = first[-1]
+            op = ImplicitO(products, tf.constant(x_all[rows]), first[:-2] / nn)
+            g = Gradient(o=op, e=tf.constant(e - first[-2] / nn), n=nn, extra=ex)
+            sr = SR(SimpleNamespace(solver="cg", cg_tol=1e-12, cg_maxiter=2000,
+                                    cg_precondition="none", momentum=mu), comm, p, log=None)
+            if mu:
+                sr.set_state({"previous_delta": previous})
+            d2, info = sr.direction(g, shift)
+            out["sha"][key] = _sha(d2)
+            out["solve"][key] = info["solve"]
+            if comm.rank == 0:
+                d1, _ = direction(o_all, e_all, SingleProcess(), "dense", ex, mu)
+                out["rel_diff"][key] = float(np.linalg.norm(d2 - d1) / np.linalg.norm(d1))
     return out
 
 
@@ -212,7 +235,8 @@ def bitwise(backend: str, solver: str = "dense", iterations: int = 4,
     solver, _, where = solver.partition("@")
     solver, _, momentum = solver.partition("+")
     extra = [f"optimizer.solver={solver}"] + (["optimizer.momentum=0.9"] if momentum else []) \
-        + ([f"optimizer.linear_algebra={where}"] if where else [])
+        + ([f"optimizer.linear_algebra={where}"] if where in ("host", "device") else []) \
+        + (["optimizer.o_matrix=recompute"] if where == "recompute" else [])
     if system == "alpha":
         path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
                             "alpha.yaml")

@@ -167,14 +167,16 @@ def test_every_sr_solver_on_two_ranks_gives_the_one_rank_dense_direction(backend
         assert diff <= 1e-10, (key, diff, r0["solve"][key])
     assert set(r0["rel_diff"]) == {s + x + m + d for s in ("dense", "cg", "samplespace")
                                    for x in ("", "+extra") for m in ("", "+momentum")
-                                   for d in ("", "@device")}
+                                   for d in ("", "@device")} | {
+        "cg" + x + m + "@recompute" for x in ("", "+extra") for m in ("", "+momentum")}
     assert r0["sha"] == r1["sha"]  # identical bits on every rank, for every solver
     assert r0["solve"]["cg"].startswith("cg("), r0["solve"]
 
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("solver", ["dense", "cg", "samplespace", "samplespace+momentum",
-                                    "dense@device", "cg@device", "samplespace@device"])
+                                    "dense@device", "cg@device", "samplespace@device",
+                                    "cg@recompute"])
 def test_parameters_are_bitwise_identical_on_every_rank_after_every_step(backend, solver,
                                                                           tmp_path):
     res = _worker("bitwise", backend, tmp_path, solver)

@@ -242,3 +242,58 @@ def test_device_solve_falls_back_to_the_host_when_cholesky_fails():
     for solver in ("dense", "cg", "samplespace"):  # S = 0, F = 0, no shift: 0, never NaN
         delta, _ = sr_for(solver, 5, shift=0).direction(g, 0.0)
         np.testing.assert_array_equal(delta, 0.0)
+
+
+# -- optimizer.o_matrix: recompute (O as an operator, never formed) -----------------------
+def implicit_problem(rng, n=40, chunk=16384):
+    from distvmc.optimizers.jacobian import ImplicitO, JacobianProducts
+
+    cfg, _, wf = small_problem(["wavefunction.factors.1.trainable=true"])  # envelope too
+    x = rng.standard_normal((n, 1, 3)) * 1.2
+    e = rng.standard_normal(n)
+    o = LogDerivatives(wf)(x)
+    mean = o.mean(0)
+    op = ImplicitO(JacobianProducts(wf, chunk_size=chunk), tf.constant(x), mean)
+    return wf, Gradient(o=o - mean, e=e - e.mean(), n=n), op
+
+
+@pytest.mark.parametrize("chunk", [16384, 7])  # one pass, and chunks summed / joined
+def test_implicit_o_products_equal_the_stored_centred_o(chunk, rng):
+    wf, g, op = implicit_problem(rng, chunk=chunk)
+    assert op.shape == g.o.shape
+    v = rng.standard_normal(g.o.shape[1])
+    u = rng.standard_normal(g.o.shape[0])  # not centred: O_c^T u needs the mean term
+    np.testing.assert_allclose(op.matvec(v).numpy(), g.o @ v, rtol=0, atol=1e-12 * np.abs(g.o @ v).max())
+    np.testing.assert_allclose(op.rmatvec(u).numpy(), g.o.T @ u, rtol=0,
+                               atol=1e-12 * np.abs(g.o.T @ u).max())
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("extra", [False, True])
+def test_cg_on_the_implicit_o_gives_the_dense_direction(extra, momentum, rng):
+    wf, g, op = implicit_problem(rng)
+    p = wf.n_parameters
+    if extra:
+        g.extra = rng.standard_normal(p) * 0.1
+    prev = {"previous_delta": rng.standard_normal(p) * 0.3} if momentum else {}
+    dense = sr_for("dense", p, momentum=momentum)
+    dense.set_state(prev)
+    ref, _ = dense.direction(g, 1e-3)
+    sr = sr_for("auto", p, cg_tol=1e-12, cg_maxiter=5000, momentum=momentum)
+    sr.set_state(prev)
+    got, info = sr.direction(Gradient(o=op, e=tf.constant(g.e), n=g.n, extra=g.extra), 1e-3)
+    assert info["solver"] == "cg" and info["solve"].startswith("cg("), info
+    assert np.linalg.norm(got - ref) <= 1e-9 * np.linalg.norm(ref)
+
+
+def test_the_implicit_o_refuses_what_needs_o_itself(rng):
+    _, g, op = implicit_problem(rng)
+    for solver in ("dense", "samplespace"):
+        with pytest.raises(ValueError, match="o_matrix = recompute never forms"):
+            sr_for(solver, g.o.shape[1]).direction(Gradient(o=op, e=tf.constant(g.e), n=g.n), 1e-3)
+    for bad, why in (("optimizer.solver=dense", "solver = 'dense' needs O"),
+                     ("optimizer.solver=samplespace", "needs O itself"),
+                     ("optimizer.cg_precondition=jacobi", "needs diag"),
+                     ("excited.states=2", "excited states")):
+        with pytest.raises(config.ConfigError, match=why):
+            config.load(None, ["optimizer.o_matrix=recompute", bad])

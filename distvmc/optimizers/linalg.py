@@ -22,6 +22,12 @@ set of operations below and run where the objective left O:
     device -> host -> device around the collective. The sample-space reshard
     (all-to-all) always goes through host buffers.
 
+``operator`` (``optimizer.o_matrix: recompute``, solver ``cg`` only)
+    O is never formed: O v and O^T u are forward- and reverse-mode passes of
+    log|psi| through the network (:class:`~distvmc.optimizers.jacobian.JacobianProducts`),
+    on the device; the CG vectors are device tensors as above. Memory
+    O(S x width) instead of 8 S P bytes.
+
 The same Python code runs on CPUs (tested there against the host path) and on
 GPUs.
 """
@@ -221,13 +227,58 @@ class DeviceOps(HostOps):
         return self.array(x), how + " (host)"
 
 
+class OperatorOps(DeviceOps):
+    """O as an operator that is never formed (``optimizer.o_matrix: recompute``,
+    :class:`~distvmc.optimizers.jacobian.ImplicitO`): O v and O^T u are network passes
+    on the device. Only what CG needs exists; the dense and sample-space products
+    (and the Jacobi diagonal) would need O itself."""
+
+    name = "operator"
+
+    def rmatvec(self, o, v):
+        return o.rmatvec(self.array(v))
+
+    def matvec(self, o, v):
+        return o.matvec(self.array(v))
+
+    def s_times(self, o, v):
+        return o.rmatvec(o.matvec(self.array(v)))
+
+    def _needs_o(self, what):
+        raise ValueError(f"{what} needs the matrix O, which optimizer.o_matrix = recompute "
+                         "never forms; use optimizer.solver = cg (cg_precondition none) or "
+                         "optimizer.o_matrix = stored")
+
+    def gram_params(self, o):
+        self._needs_o("O^T O (solver dense)")
+
+    def gram_samples(self, o):
+        self._needs_o("O O^T (solver samplespace)")
+
+    def column_squares(self, o):
+        self._needs_o("diag(S) (cg_precondition jacobi)")
+
+    def columns(self, o, lo, hi):
+        self._needs_o("the all-to-all of O's columns (solver samplespace)")
+
+
+def is_operator(o) -> bool:
+    """Whether ``o`` is an implicit O (products only)."""
+    return hasattr(o, "matvec") and hasattr(o, "rmatvec") and not isinstance(o, np.ndarray)
+
+
 HOST = HostOps()
 _DEVICE: DeviceOps | None = None
+_OPERATOR: OperatorOps | None = None
 
 
 def ops_for(o) -> HostOps:
-    """The operations for where ``o`` lives."""
-    global _DEVICE
+    """The operations for where ``o`` lives (or what it is)."""
+    global _DEVICE, _OPERATOR
+    if is_operator(o):
+        if _OPERATOR is None:
+            _OPERATOR = OperatorOps()
+        return _OPERATOR
     if is_device(o):
         if _DEVICE is None:
             _DEVICE = DeviceOps()

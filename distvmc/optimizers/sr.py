@@ -113,7 +113,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from distvmc.optimizers.linalg import HOST, ops_for
+from distvmc.optimizers.linalg import HOST, is_operator, ops_for
 
 
 @dataclass
@@ -199,7 +199,8 @@ class SR:
         prev = state.get("previous_delta") if state else None
         self.previous = None if prev is None else np.array(prev, dtype=np.float64)
 
-    def choose_solver(self, n_total: float, explicit_metric: bool = False) -> str:
+    def choose_solver(self, n_total: float, explicit_metric: bool = False,
+                      implicit: bool = False) -> str:
         """The solver for this iteration (``auto`` resolved).
 
         auto: dense when P <= 2000 (exact, and P^2 is small to sum and factor);
@@ -216,6 +217,12 @@ class SR:
         solver = self.cfg.solver
         if explicit_metric:
             return "dense"
+        if implicit:  # optimizer.o_matrix = recompute: products only (config allows cg only)
+            if solver not in ("cg", "auto"):
+                raise ValueError(f"solver {solver} needs the matrix O, which optimizer.o_matrix "
+                                 "= recompute never forms; use optimizer.solver = cg or "
+                                 "optimizer.o_matrix = stored")
+            return "cg"
         if solver == "auto":
             p = self.n_parameters
             if p <= DENSE_MAX_PARAMETERS:
@@ -247,7 +254,7 @@ class SR:
         """
         t0 = time.perf_counter()
         self.timings = {}
-        solver = self.choose_solver(g.n, g.o is None)
+        solver = self.choose_solver(g.n, g.o is None, is_operator(g.o))
         info: dict = {"solver": solver}
         m = self._momentum_term()
         if g.o is None:  # explicit metric and force (grid quadrature)
