@@ -6,6 +6,13 @@ all ranks (one measurement per walker after 10 sweeps), float64. Widths
 h = 64, 140, 312 give P = 4673, 20861, 100153 parameters.
 
     python benchmarks/sr_solvers.py [--iterations 2] [--quick] [--sizes 4.7k,20k]
+                                    [--linear-algebra host,device] [--recompute]
+
+``--linear-algebra host,device`` measures both places of O and SR's products
+(optimizer.linear_algebra) side by side: on a CPU-only machine ``device`` is
+TensorFlow on the CPU, which is how the GPU path is tested here; on a GPU node
+it is the path ``auto`` takes. ``--recompute`` adds cg with
+``optimizer.o_matrix=recompute`` (O never formed: S v by network passes).
 
 Every measurement is its own process (1 rank: both cores; 2 ranks: ``mpirun
 -np 2``, mpi backend, one thread per rank), so peak memory is that of the
@@ -46,13 +53,15 @@ SAMPLES = 4096
 DENSE_MAX = 16000
 
 
-def overrides(hidden: int, walkers: int, solver: str) -> list[str]:
+def overrides(hidden: int, walkers: int, solver: str, where: str = "host",
+              o_matrix: str = "stored") -> list[str]:
     return [f"wavefunction.factors=[{{type: mlp, hidden: [{hidden}, {hidden}], activation: tanh, "
             "inputs: coords}, {type: exp_envelope, trainable: false}]",
             f"sampler.walkers={walkers}", "sampler.samples_per_walker=1",
             "sampler.sweeps_per_sample=10", "sampler.thermalization=30",
             f"optimizer.solver={solver}", "optimizer.lr=0.02", "optimizer.shift=1e-3",
-            "hamiltonian.chunk_size=4096"]
+            "hamiltonian.chunk_size=4096", f"optimizer.linear_algebra={where}",
+            f"optimizer.o_matrix={o_matrix}"]
 
 
 # ---------------------------------------------------------------- one measurement
@@ -103,7 +112,9 @@ def worker(spec: dict) -> None:
     inner = make_communicator(spec["backend"], log=None)
     comm = Counting(inner)
     walkers = spec["samples"] // comm.size
-    driver = build(f"{CONFIGS}/helium.yaml", overrides(spec["hidden"], walkers, spec["solver"]),
+    driver = build(f"{CONFIGS}/helium.yaml",
+                   overrides(spec["hidden"], walkers, spec["solver"], spec.get("where", "host"),
+                             spec.get("o_matrix", "stored")),
                    comm=comm)
     driver.objective.prepare()
     driver.step()  # warm-up: compiles, and the CG warm start exists from here on
@@ -124,7 +135,8 @@ def worker(spec: dict) -> None:
         rec = {"params": int(driver.wf.n_parameters), "solver": spec["solver"],
                "ranks": comm.size, "samples": walkers * comm.size,
                "s_per_iteration": round(wall, 4), "peak_rss_mb": round(float(rss_all.max()), 1),
-               "bytes_sent_per_rank": int(sent)}
+               "bytes_sent_per_rank": int(sent), "linear_algebra": spec.get("where", "host"),
+               "o_matrix": spec.get("o_matrix", "stored")}
         extra = {"solve": [r.get("solve") for r in recs], "phases": phases,
                  "threads": spec.get("threads")}
         print("RECORD " + json.dumps({"record": rec, "extra": extra}), flush=True)
@@ -137,8 +149,10 @@ def _mpirun() -> str | None:
 
 
 def measure(hidden: int, solver: str, ranks: int, iterations: int, samples: int = SAMPLES,
-            one_thread: bool = False) -> tuple[dict, dict] | None:
+            one_thread: bool = False, where: str = "host",
+            o_matrix: str = "stored") -> tuple[dict, dict] | None:
     spec = {"hidden": hidden, "solver": solver, "samples": samples, "iterations": iterations,
+            "where": where, "o_matrix": o_matrix,
             "backend": "mpi" if ranks > 1 else "single",
             "threads": 1 if (ranks > 1 or one_thread) else os.cpu_count()}
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
@@ -169,6 +183,11 @@ def main() -> None:
     ap.add_argument("--sizes", default="4.7k,20k,100k")
     ap.add_argument("--quick", action="store_true", help="4.7k and 20k only")
     ap.add_argument("--no-weak", action="store_true", help="skip the weak-scaling pair")
+    ap.add_argument("--linear-algebra", default="host",
+                    help="comma-separated optimizer.linear_algebra values to measure: host "
+                         "(NumPy, the CPU default), device (TensorFlow; on a GPU the default)")
+    ap.add_argument("--recompute", action="store_true",
+                    help="also measure cg with optimizer.o_matrix=recompute (O never formed)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -184,24 +203,29 @@ def main() -> None:
             solvers = ["cg"]  # samplespace: 4096^2 P/R flops, minutes per iteration here
         for solver in solvers:
             for ranks in (1, 2):
-                runs.append((h, solver, ranks))
+                for where in args.linear_algebra.split(","):
+                    runs.append((h, solver, ranks, where, "stored"))
+                if solver == "cg" and args.recompute:
+                    runs.append((h, solver, ranks, "host", "recompute"))
     records = []
     print(f"helium, {SAMPLES} samples per iteration, mean of {args.iterations} iterations "
           f"after one warm-up; load average {os.getloadavg()[0]:.2f}")
-    for h, solver, ranks in runs:
-        got = measure(h, solver, ranks, args.iterations)
+    for h, solver, ranks, where, o_matrix in runs:
+        got = measure(h, solver, ranks, args.iterations, where=where, o_matrix=o_matrix)
         if got is None:
             continue
         rec, extra = got
         records.append(rec)
         ph = extra["phases"]
-        print(f"  P = {rec['params']:>6}  {solver:<11} {ranks} rank(s): "
+        label = where if o_matrix == "stored" else "recompute"
+        print(f"  P = {rec['params']:>6}  {solver:<11} {label:<9} {ranks} rank(s): "
               f"{rec['s_per_iteration']:.3f} s/it  peak {rec['peak_rss_mb']:.0f} MB  "
               f"sent {rec['bytes_sent_per_rank'] / 1e6:.2f} MB/rank/it  "
               f"[O {ph['t_jacobian']:.3f}, allreduce {ph['t_allreduce']:.3f}, "
               f"solve {ph['t_solve']:.3f}, sample {ph['t_sample']:.3f}, E_L {ph['t_eloc']:.3f}] "
               f"{extra['solve'][-1]}", flush=True)
     if not args.no_weak and "20k" in sizes:
+        # (stored O, host: the CPU default)
         # weak scaling: 2048 samples per rank, one thread per rank, 1 rank vs 2 ranks
         one = measure(WIDTHS["20k"], "cg", 1, args.iterations, samples=SAMPLES // 2,
                       one_thread=True)
