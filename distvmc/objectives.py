@@ -112,7 +112,7 @@ def make_sampler(wf, x0, step, seed, comm, cfg, dtype, purpose=0, name="sampler"
 def linear_algebra(cfg, comm, log=None) -> str:
     """``optimizer.linear_algebra`` resolved to "host" or "device" (auto: device when a
     GPU is visible), logged once on rank 0."""
-    want = getattr(getattr(cfg, "optimizer", None), "linear_algebra", "host") or "host"
+    want = cfg.optimizer.linear_algebra
     gpu = bool(tf.config.get_visible_devices("GPU"))
     where = ("device" if gpu else "host") if want == "auto" else want
     if log is not None and comm.is_root:
@@ -148,7 +148,7 @@ class MonteCarloEnergy:
                                         agree=comm.bcast_object)
         self.log_derivatives = LogDerivatives(wf, h.chunk_size, log=log)
         self.on_device = linear_algebra(cfg, comm, log) == "device"
-        recompute = getattr(getattr(cfg, "optimizer", None), "o_matrix", "stored") == "recompute"
+        recompute = cfg.optimizer.o_matrix == "recompute"
         self.o_products = JacobianProducts(wf, h.chunk_size) if recompute else None
         if recompute and comm.is_root:
             log("optimizer.o_matrix = recompute: O is never formed; every S v of CG is a "
@@ -348,7 +348,11 @@ class PenalizedEnergy(MonteCarloEnergy):
     def __init__(self, wf, system, cfg, comm, seed: int, lower: list[LowerState],
                  penalty: float, log=print):
         super().__init__(wf, system, cfg, comm, seed, log)
-        self.on_device = False  # the overlap penalty's products are NumPy (host path)
+        if self.on_device:  # the overlap penalty's products are NumPy: the host path
+            self.on_device = False
+            if comm.is_root:
+                log("excited states: SR linear algebra on the host after all (the overlap "
+                    "penalty's products with O are NumPy)")
         self.lower, self.penalty = lower, float(penalty)
         self.amp = Amplitude(wf, wf.config_shape, self.dtype, cfg.hamiltonian.chunk_size)
 
