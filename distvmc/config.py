@@ -138,14 +138,18 @@ SCHEMA: dict[str, Any] = {
                                  "O^T O / O O^T, the CG vectors and the Cholesky stay there; "
                                  "the host sees scalars and delta), auto (device when a GPU "
                                  "is visible, else host; logged)", ["auto", "host", "device"]),
-        "o_matrix": Choice("stored", "stored (O, S x P numbers, is formed once per "
+        "o_matrix": Choice("auto", "stored (O, S x P numbers, is formed once per "
                            "iteration; every solver) or recompute (O is never formed: CG's "
                            "S v and F are a forward- and a reverse-mode pass of log|psi| "
                            "through the network per product, on the device; memory "
                            "O(samples x width) instead of 8 samples x P bytes; solver cg "
                            "without jacobi only). Helium, P = 100k, 4096 samples: one S v "
-                           "took 0.08 s this way against 0.24 s through a stored O",
-                           ["stored", "recompute"]),
+                           "took 0.08 s this way against 0.24 s through a stored O; "
+                           "auto: recompute when the solver is (or resolves to) cg without "
+                           "jacobi and P >= 10000, else stored; checked against the stored "
+                           "O on a few samples at the first iteration (auto falls back to "
+                           "stored if they differ, recompute stops)",
+                           ["auto", "stored", "recompute"]),
         "cg_tol": Float(1e-4, "cg: stop when the residual |F - (S + shift) delta| is below this "
                         "fraction of |F|", min=0.0, open_min=True),
         "cg_maxiter": Int(100, "cg: at most this many CG steps per iteration (one allreduce of "

@@ -48,7 +48,7 @@ import tensorflow as tf
 from distvmc import observables, stats
 from distvmc.hamiltonian import LocalEnergy
 from distvmc.optimizers.jacobian import ImplicitO, JacobianProducts, LogDerivatives
-from distvmc.optimizers.sr import Gradient
+from distvmc.optimizers.sr import Gradient, recompute_o
 from distvmc.sampler import MetropolisSampler, auto_walker_groups, stream_key, walkers_for_rank
 
 MAX_EVALUATION_REDRAWS = 10  # evaluation blocks with non-finite energies redrawn at most this often
@@ -129,6 +129,9 @@ def linear_algebra(cfg, comm, log=None) -> str:
 class MonteCarloEnergy:
     """E[psi] by Metropolis sampling of |psi|^2, for one wavefunction on one communicator.
 
+    ``implicit_o``: whether this objective can hand SR an O that is never formed
+    (``optimizer.o_matrix``); the penalized excited-state objective cannot.
+
     Args:
       wf: the :class:`~distvmc.wavefunctions.Wavefunction` (its parameters are trained).
       system: the :class:`~distvmc.systems.System`.
@@ -138,6 +141,7 @@ class MonteCarloEnergy:
     """
 
     deterministic = False
+    implicit_o = True
 
     def __init__(self, wf, system, cfg, comm, seed: int, log=print):
         self.wf, self.system, self.cfg, self.comm, self.seed = wf, system, cfg, comm, seed
@@ -148,11 +152,15 @@ class MonteCarloEnergy:
                                         agree=comm.bcast_object)
         self.log_derivatives = LogDerivatives(wf, h.chunk_size, log=log)
         self.on_device = linear_algebra(cfg, comm, log) == "device"
-        recompute = cfg.optimizer.o_matrix == "recompute"
+        recompute = self.implicit_o and recompute_o(
+            cfg.optimizer, wf.n_parameters, s.walkers * s.samples_per_walker * comm.size,
+            comm.size)
         self.o_products = JacobianProducts(wf, h.chunk_size) if recompute else None
+        self._o_checked = False
         if recompute and comm.is_root:
-            log("optimizer.o_matrix = recompute: O is never formed; every S v of CG is a "
-                "forward- and a reverse-mode pass through the network")
+            log(f"optimizer.o_matrix = {cfg.optimizer.o_matrix}: recompute (O is never formed; "
+                f"every S v of CG is a forward- and a reverse-mode pass through the network; "
+                f"P = {wf.n_parameters})")
         rng = np.random.default_rng(np.random.SeedSequence([seed, comm.rank, 1]))
         x0 = system.initial_walkers(rng, s.walkers, s.init_width)
         self.sampler = make_sampler(wf, x0, s.step, seed, comm, cfg, self.dtype, log=log)
@@ -220,6 +228,8 @@ class MonteCarloEnergy:
         On the device path O and E_c are ``tf.Tensor``s on the device; the host sees
         the column sums of O (P numbers) for the allreduce of the means."""
         t0 = time.perf_counter()
+        if self.o_products is not None and not self._o_checked:
+            self._check_products(x)
         if self.o_products is not None:  # O as an operator: <O> by one reverse-mode pass
             xt = tf.convert_to_tensor(x)
             o_sum = self.o_products.vjp(xt, tf.ones([int(xt.shape[0])], tf.float64))
@@ -246,6 +256,39 @@ class MonteCarloEnergy:
         o_mean, e_mean = first[:-2] / n, first[-2] / n
         o -= o_mean  # in place: O is the largest array of an iteration (S x P)
         return o, e - e_mean, n, o_mean, t1 - t0
+
+    def _check_products(self, x, rows: int = 8) -> None:
+        """Once: the recomputed products against the stored O of the first samples (every
+        rank decides together). ``auto`` falls back to the stored O, ``recompute`` stops."""
+        self._o_checked = True
+        why = ""
+        try:
+            xr = tf.convert_to_tensor(x[:rows])
+            o = self.log_derivatives(xr)
+            rng = np.random.default_rng(0)
+            v, u = rng.standard_normal(o.shape[1]), rng.standard_normal(o.shape[0])
+            for got, ref, what in ((self.o_products.jvp(xr, tf.constant(v)).numpy(), o @ v, "O v"),
+                                   (self.o_products.vjp(xr, tf.constant(u)).numpy(), o.T @ u,
+                                    "O^T u")):
+                err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
+                scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+                if not err <= 1e-10 * max(scale, 1e-300):
+                    why = f"{what} differs from the stored O by {err:.1e} (max {scale:.1e})"
+                    break
+        except Exception as e:  # noqa: BLE001 - any failure: the stored O still works
+            why = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        bad = self.comm.allreduce(np.array([float(bool(why))]))[0] > 0
+        if not bad:
+            return
+        why = why or "the check failed on another rank"
+        if self.cfg.optimizer.o_matrix == "recompute":
+            from distvmc.config import ConfigError  # every rank raises it together
+
+            raise ConfigError(f"optimizer.o_matrix = recompute: {why}; this wavefunction needs "
+                              "optimizer.o_matrix = stored (or auto)")
+        if self.comm.is_root:
+            self.log(f"note: optimizer.o_matrix = auto: recompute off ({why}); O is stored")
+        self.o_products = None
 
     def estimate(self, needs_metric: bool = True) -> tuple[dict, Gradient | None]:
         """Sample, local energies, statistics; the gradient unless energies are not finite."""
@@ -344,6 +387,8 @@ class LowerState:
 
 class PenalizedEnergy(MonteCarloEnergy):
     """E + lambda sum_j S_jk^2 against the lower states (see the module docstring)."""
+
+    implicit_o = False  # its overlap products use the stored O
 
     def __init__(self, wf, system, cfg, comm, seed: int, lower: list[LowerState],
                  penalty: float, log=print):

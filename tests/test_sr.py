@@ -297,3 +297,46 @@ def test_the_implicit_o_refuses_what_needs_o_itself(rng):
                      ("excited.states=2", "excited states")):
         with pytest.raises(config.ConfigError, match=why):
             config.load(None, ["optimizer.o_matrix=recompute", bad])
+
+
+def test_o_matrix_auto_recomputes_for_cg_from_ten_thousand_parameters():
+    from distvmc.optimizers.sr import recompute_o
+
+    def rule(*overrides, p=20000, n=4096, ranks=1):
+        return recompute_o(config.load(None, list(overrides)).optimizer, p, n, ranks)
+
+    assert rule()  # auto solver -> cg at P = 20k, 4096 samples
+    assert not rule(p=9999)  # below the threshold: stored
+    assert not rule(p=20000, n=512)  # auto solver -> samplespace (one rank, few samples)
+    assert rule(p=20000, n=512, ranks=2)  # several ranks: cg
+    assert not rule("optimizer.solver=dense")
+    assert not rule("optimizer.cg_precondition=jacobi")
+    assert not rule("optimizer.type=adam")
+    assert not rule("optimizer.o_matrix=stored")
+    assert rule("optimizer.o_matrix=recompute", p=10)  # explicit: always
+
+
+@pytest.mark.parametrize("mode", ["auto", "recompute"])
+def test_recomputed_products_that_disagree_with_o_fall_back_or_stop(mode, monkeypatch):
+    from distvmc.job import Job
+    from distvmc.optimizers import jacobian, sr
+
+    monkeypatch.setattr(sr, "RECOMPUTE_MIN_PARAMETERS", 10)
+    good = jacobian.JacobianProducts.jvp
+    monkeypatch.setattr(jacobian.JacobianProducts, "jvp",
+                        lambda self, x, v: good(self, x, v) * (1.0 + 1e-6))  # a wrong rule
+    cfg = config.load(None, ["wavefunction.factors.0.hidden=[5, 4]", "sampler.walkers=64",
+                             "sampler.thermalization=10", "optimizer.solver=cg",
+                             f"optimizer.o_matrix={mode}"])
+    lines = []
+    job = Job(cfg, SingleProcess(), build_system(cfg), log=lambda *a, **k: lines.append(a[0]))
+    job.start_state(0)
+    assert job.driver.objective.o_products is not None  # chosen before the check
+    if mode == "recompute":
+        with pytest.raises(config.ConfigError, match="O v differs from the stored O"):
+            job.driver.train(2)
+        return
+    job.driver.train(2)
+    assert job.driver.objective.o_products is None  # fell back to the stored O
+    assert any("recompute off (O v differs from the stored O" in ln for ln in lines), lines
+    assert all(np.isfinite(r["energy"]) for r in job.history)

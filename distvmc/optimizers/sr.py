@@ -172,6 +172,37 @@ DENSE_MAX_PARAMETERS = 2000  # auto: below this, dense S (P^2 <= 4M numbers) is 
 SAMPLESPACE_MAX_SAMPLES = 1024  # auto, one rank: below this the n x n kernel beats ~10 CG steps
 
 
+RECOMPUTE_MIN_PARAMETERS = 10000  # o_matrix auto: recompute from here on (cg only)
+
+
+def auto_solver(p: int, n_total: float, ranks: int) -> str:
+    """``optimizer.solver = auto``: dense when P <= 2000, else samplespace on one rank
+    when n <= 1024 and n < P, else cg (see :meth:`SR.choose_solver`)."""
+    if p <= DENSE_MAX_PARAMETERS:
+        return "dense"
+    if ranks == 1 and n_total <= SAMPLESPACE_MAX_SAMPLES and n_total < p:
+        return "samplespace"
+    return "cg"
+
+
+def recompute_o(opt, p: int, n_total: float, ranks: int) -> bool:
+    """Whether O is recomputed (``optimizer.o_matrix``) rather than stored.
+
+    ``auto``: recompute when SR's solver is (or resolves to) cg without Jacobi and
+    P >= 10000. Measured on helium with 4096 samples (benchmarks/sr_solvers.py
+    --recompute): stored / recompute 0.26 / 0.28 s per iteration at P = 4.7k,
+    1.08 / 0.58 s at 20k, 3.45 / 1.35 s at 100k (peak 4.0 / 1.15 GB): a CG step
+    through a stored O reads 16 S P bytes, its recomputation costs a few forward
+    passes, and building O goes away.
+    """
+    mode = opt.o_matrix
+    if mode != "auto":
+        return mode == "recompute"
+    solver = opt.solver if opt.solver != "auto" else auto_solver(p, n_total, ranks)
+    return (opt.type == "sr" and solver == "cg" and opt.cg_precondition == "none"
+            and p >= RECOMPUTE_MIN_PARAMETERS)
+
+
 class SR:
     """Stochastic reconfiguration on one communicator.
 
@@ -217,20 +248,13 @@ class SR:
         solver = self.cfg.solver
         if explicit_metric:
             return "dense"
-        if implicit:  # optimizer.o_matrix = recompute: products only (config allows cg only)
-            if solver not in ("cg", "auto"):
-                raise ValueError(f"solver {solver} needs the matrix O, which optimizer.o_matrix "
-                                 "= recompute never forms; use optimizer.solver = cg or "
-                                 "optimizer.o_matrix = stored")
-            return "cg"
+        if implicit and solver not in ("cg", "auto"):  # O never formed: products only
+            raise ValueError(f"solver {solver} needs the matrix O, which optimizer.o_matrix "
+                             "= recompute never forms; use optimizer.solver = cg or "
+                             "optimizer.o_matrix = stored")
         if solver == "auto":
             p = self.n_parameters
-            if p <= DENSE_MAX_PARAMETERS:
-                solver = "dense"
-            elif self.comm.size == 1 and n_total <= SAMPLESPACE_MAX_SAMPLES and n_total < p:
-                solver = "samplespace"
-            else:
-                solver = "cg"
+            solver = "cg" if implicit else auto_solver(p, n_total, self.comm.size)
             if self._logged_choice != solver and self.log is not None and self.comm.is_root:
                 self.log(f"optimizer.solver = auto: {solver} (P = {p}, {int(n_total)} samples, "
                          f"{self.comm.size} rank(s))")
