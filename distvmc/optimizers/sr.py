@@ -107,6 +107,7 @@ to rounding (tests/test_sr.py, tests/test_multirank.py).
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -138,12 +139,41 @@ class Gradient:
     metric: np.ndarray | None = None
 
 
+ONE_THREAD_SOLVE_MAX = 2000  # systems up to this size are factorized on one BLAS thread
+_BLAS = None  # threadpoolctl's controller, made on first use
+
+
+def _blas_threads(n: int):
+    """One BLAS thread for a small factorization, else no limit (a context manager).
+
+    In a process where TensorFlow's thread pools are also alive, OpenBLAS's
+    multi-threaded Cholesky of a small matrix spends its time synchronizing: on
+    the lecture's hydrogen (P = 498, 2 cores) it took 0.039-0.047 s per
+    iteration against 0.003-0.006 s on one thread (benchmarks/hydrogen_lecture.py,
+    solve phase); at P = 4.7k one and two threads were equal (1.28 s).
+    """
+    global _BLAS
+    if n > ONE_THREAD_SOLVE_MAX:
+        return contextlib.nullcontext()
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
 def solve_shifted(a: np.ndarray, b: np.ndarray, shift: float) -> tuple[np.ndarray, str]:
     """Solve (a + shift 1) x = b for symmetric positive semi-definite a.
 
     Returns (x, how): how is "cholesky", "cholesky(shift=...)" after raising
-    the shift, or "eigh-pinv" for the pseudo-inverse fallback.
+    the shift, or "eigh-pinv" for the pseudo-inverse fallback. Systems of at
+    most ``ONE_THREAD_SOLVE_MAX`` unknowns use one BLAS thread (:func:`_blas_threads`).
     """
+    with _blas_threads(a.shape[0]):
+        return _solve_shifted(a, b, shift)
+
+
+def _solve_shifted(a: np.ndarray, b: np.ndarray, shift: float) -> tuple[np.ndarray, str]:
     n = a.shape[0]
     idx = np.diag_indices(n)
     diag = a[idx].copy()
