@@ -231,31 +231,29 @@ class MonteCarloEnergy:
         if self.o_products is not None and not self._o_checked:
             self._check_products(x)
         if self.o_products is not None:  # O as an operator: <O> by one reverse-mode pass
-            xt = tf.convert_to_tensor(x)
-            o_sum = self.o_products.vjp(xt, tf.ones([int(xt.shape[0])], tf.float64))
-            t1 = time.perf_counter()
-            first = self.comm.allreduce(np.concatenate([o_sum.numpy(),
-                                                        [e.sum(), float(len(e))]]))
-            n = first[-1]
-            o_mean, e_mean = first[:-2] / n, first[-2] / n
-            ec = self._e_device - e_mean if self.on_device else tf.constant(e - e_mean)
-            return ImplicitO(self.o_products, xt, o_mean), ec, n, o_mean, t1 - t0
-        if self.on_device:
+            x = tf.convert_to_tensor(x)
+            o_sum = self.o_products.vjp(x, tf.ones([int(x.shape[0])], tf.float64)).numpy()
+        elif self.on_device:
             o = self.log_derivatives.tensor(x)
-            t1 = time.perf_counter()
-            first = self.comm.allreduce(np.concatenate(
-                [tf.reduce_sum(o, axis=0).numpy(), [e.sum(), float(len(e))]]))
-            n = first[-1]
-            o_mean, e_mean = first[:-2] / n, first[-2] / n
-            o = o - tf.constant(o_mean, dtype=o.dtype)
-            return o, self._e_device - e_mean, n, o_mean, t1 - t0
-        o = self.log_derivatives(x)
+            o_sum = tf.reduce_sum(o, axis=0).numpy()
+        else:
+            o = self.log_derivatives(x)
+            o_sum = o.sum(axis=0)
         t1 = time.perf_counter()
-        first = self.comm.allreduce(np.concatenate([o.sum(axis=0), [e.sum(), float(len(e))]]))
+        first = self.comm.allreduce(np.concatenate([o_sum, [e.sum(), float(len(e))]]))
         n = first[-1]
         o_mean, e_mean = first[:-2] / n, first[-2] / n
-        o -= o_mean  # in place: O is the largest array of an iteration (S x P)
-        return o, e - e_mean, n, o_mean, t1 - t0
+        if self.o_products is not None:
+            o = ImplicitO(self.o_products, x, o_mean)
+        elif self.on_device:
+            o = o - tf.constant(o_mean, dtype=o.dtype)
+        else:
+            o -= o_mean  # in place: O is the largest array of an iteration (S x P)
+        if self.on_device:
+            ec = self._e_device - e_mean
+        else:
+            ec = e - e_mean if self.o_products is None else tf.constant(e - e_mean)
+        return o, ec, n, o_mean, t1 - t0
 
     def _check_products(self, x, rows: int = 8) -> None:
         """Once: the recomputed products against the stored O of the first samples (every

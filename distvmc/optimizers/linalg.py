@@ -179,24 +179,21 @@ class DeviceOps(HostOps):
     def column_squares(self, o):
         return self.tf.reduce_sum(o * o, axis=0)
 
-    def columns(self, o, lo: int, hi: int):
-        return o[:, lo:hi]
-
     def stack_rows(self, blocks):
         return self.tf.concat([self.array(b) for b in blocks], axis=0)
 
     def allreduce_many(self, comm, arrays):
         """Sums over ranks, as device tensors. Device-capable communicators (Horovod)
-        reduce the tensors where they are; the others go through one host buffer."""
+        reduce the tensors where they are; the others go through the communicator's
+        own (host-buffer) ``allreduce_many``."""
         tf = self.tf
         arrays = [self.array(a) for a in arrays]
         if comm.size == 1:
             return arrays
-        if getattr(comm, "device_tensors", False):
-            flat = comm.allreduce(tf.concat([tf.reshape(a, [-1]) for a in arrays], axis=0))
-        else:
-            flat = tf.convert_to_tensor(comm.allreduce(
-                np.concatenate([np.ravel(self.host(a)) for a in arrays])))
+        if not getattr(comm, "device_tensors", False):
+            return [tf.convert_to_tensor(a)
+                    for a in comm.allreduce_many([self.host(a) for a in arrays])]
+        flat = comm.allreduce(tf.concat([tf.reshape(a, [-1]) for a in arrays], axis=0))
         out, k = [], 0
         for a in arrays:
             n = int(np.prod(a.shape))
